@@ -1,0 +1,30 @@
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+
+.PHONY: setup train test test-fast lint clean
+
+# The venv is created once; torch is pinned first so that the CPU build on local disk is used
+# and no open range can pull a multi-GB CUDA build.
+.venv/.installed: pyproject.toml
+	test -d .venv || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev]"
+	touch .venv/.installed
+
+setup: .venv/.installed
+
+train: .venv/.installed
+	$(PY) train.py $(ARGS)
+
+test: .venv/.installed
+	$(PY) -m pytest -q tests $(ARGS)
+
+test-fast: .venv/.installed
+	$(PY) -m pytest -q -m "not slow" tests $(ARGS)
+
+lint: .venv/.installed
+	.venv/bin/ruff check src tests bench train.py predict.py
+
+clean:
+	rm -rf logs outputs multirun data/generated data/cache
