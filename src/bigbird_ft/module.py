@@ -63,6 +63,9 @@ class BigBirdClassifier(L.LightningModule):
         self.backend.attach(self.encoder)
         if model.get("gradient_checkpointing"):
             self.encoder.gradient_checkpointing_enable()
+        if head_options.get("activation") is None:
+            # HF's classification head uses the encoder's activation; export parity depends on it
+            head_options["activation"] = self.encoder.config.hidden_act
         self.head = build_head(head["name"], self.encoder.config.hidden_size, self.num_labels, **head_options)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=float(optim.get("label_smoothing", 0.0)))
         self.tokenizer: PreTrainedTokenizerBase | None = None

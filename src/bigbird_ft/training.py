@@ -1,0 +1,183 @@
+"""``train(cfg)``: what ``python train.py`` does after Hydra composed the config."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from .attention.registry import build_backend
+from .data.datamodule import TextClassificationDataModule
+from .data.tokenization import resolve_tokenizer
+from .encoder import make_encoder_config
+from .errors import UserError
+from .export import export_hf_model
+from .instantiate import instantiate_callbacks, instantiate_loggers
+from .io_utils import write_json_atomic
+from .module import BigBirdClassifier
+
+
+def task_wrapper(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Always close W&B (a multirun otherwise records one run only) and say where outputs went."""
+
+    @functools.wraps(fn)
+    def wrapped(cfg: DictConfig) -> Any:
+        try:
+            return fn(cfg)
+        finally:
+            if "wandb" in sys.modules:
+                import wandb
+
+                if wandb.run is not None:
+                    wandb.finish()
+            rank_zero_info(f"Output dir: {cfg.paths.output_dir}")
+
+    return wrapped
+
+
+def container(cfg: DictConfig | None) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True) if cfg is not None else {}
+
+
+def check_lengths(cfg: DictConfig, encoder_config: dict[str, Any], backend_name: str) -> None:
+    """Fail in seconds, before the first step, on lengths the model cannot take."""
+    block = int(cfg.model.block_size)
+    multiple = int(cfg.data.pad_to_multiple_of)
+    padded_max = math.ceil(int(cfg.data.max_length) / multiple) * multiple
+    positions = int(encoder_config["max_position_embeddings"])
+    if padded_max > positions:
+        raise UserError(
+            f"data.max_length={cfg.data.max_length} (padded to {padded_max}) exceeds the model's "
+            f"max_position_embeddings={positions}; lower data.max_length"
+        )
+    if backend_name != "hf_full" and multiple % block != 0:
+        raise UserError(
+            f"data.pad_to_multiple_of={multiple} is not a multiple of model.block_size={block}; "
+            "set data.pad_to_multiple_of to a multiple of the block size"
+        )
+
+
+def build_module(cfg: DictConfig, datamodule: TextClassificationDataModule) -> BigBirdClassifier:
+    tokenizer_spec = str(cfg.model.tokenizer)
+    tokenizer = resolve_tokenizer(
+        tokenizer_spec,
+        train_texts=datamodule.train_texts() if tokenizer_spec == "train" else None,
+        vocab_size=int(cfg.model.get("tokenizer_vocab_size", 8000)),
+        cache_dir=cfg.paths.cache_dir,
+        trust_remote_code=bool(cfg.model.get("trust_remote_code", False)),
+    )
+    datamodule.attach_tokenizer(tokenizer)
+    backend = build_backend(
+        cfg.attention.name, block_size=int(cfg.model.block_size), num_random_blocks=int(cfg.model.num_random_blocks)
+    )
+    encoder_config = make_encoder_config(container(cfg.model), tokenizer, backend.hf_attention_type)
+    check_lengths(cfg, encoder_config, backend.name)
+    module = BigBirdClassifier(
+        model=container(cfg.model),
+        attention=container(cfg.attention),
+        head=container(cfg.head),
+        optim=container(cfg.optim),
+        id2label=datamodule.id2label,
+        encoder_config=encoder_config,
+        problem_type=cfg.model.get("problem_type") or "single_label_classification",
+        data={
+            "max_length": int(cfg.data.max_length),
+            "pad_to_multiple_of": int(cfg.data.pad_to_multiple_of),
+            "text_column": container(cfg.data).get("text_column", "text"),
+            "text_separator": cfg.data.get("text_separator", "\n\n"),
+            "eval_batch_size": int(cfg.data.get("eval_batch_size") or cfg.data.batch_size),
+        },
+        init_weights_from=cfg.model.get("pretrained"),
+    )
+    module.tokenizer = tokenizer
+    return module
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            out[key] = float(value)
+        elif isinstance(value, int | float):
+            out[key] = float(value)
+    return out
+
+
+def route_lightning_logs_to_hydra() -> None:
+    """Lightning adds its own console handler; under Hydra every line would print twice."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+
+
+@task_wrapper
+def train(cfg: DictConfig) -> float | None:
+    route_lightning_logs_to_hydra()
+    output_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(int(cfg.seed), workers=True)
+
+    rank_zero_info(f"Loading data <{cfg.data._target_}>")
+    datamodule: TextClassificationDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_raw()
+    module = build_module(cfg, datamodule)
+    rank_zero_info(
+        f"Model: BigBird {module.encoder.config.hidden_size}d x {module.encoder.config.num_hidden_layers} layers, "
+        f"attention={module.backend.name}, head={module.head.name}, labels={datamodule.label_names}"
+    )
+
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(container(cfg))
+
+    metrics: dict[str, float] = {}
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics.update(scalar_metrics(trainer.callback_metrics))
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if best:
+            # we wrote this checkpoint in this run, so a full (non weights_only) load is safe
+            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            module.load_state_dict(state)
+            rank_zero_info(f"Best checkpoint: {best}")
+        # val metrics of the weights we export (the best ones), not of the last epoch
+        metrics.update(scalar_metrics(trainer.validate(module, datamodule=datamodule, verbose=False)[0]))
+    elif cfg.get("ckpt_path"):
+        module = BigBirdClassifier.load_from_checkpoint(cfg.ckpt_path, map_location="cpu")
+        datamodule.attach_tokenizer(module.tokenizer)
+
+    if cfg.get("test", False):
+        if datamodule.has_test_split():
+            metrics.update(scalar_metrics(trainer.test(module, datamodule=datamodule, verbose=False)[0]))
+        else:
+            rank_zero_info("No test split: skipping test (set data.test_file or test=false)")
+
+    write_outputs(cfg, module, metrics, output_dir)
+    optimized = cfg.get("optimized_metric")
+    if optimized:
+        if optimized not in metrics:
+            raise UserError(
+                f"optimized_metric '{optimized}' was not logged (available: {', '.join(sorted(metrics))}); "
+                "set optimized_metric"
+            )
+        return metrics[optimized]
+    return None
+
+
+@rank_zero_only
+def write_outputs(cfg: DictConfig, module: BigBirdClassifier, metrics: dict[str, float], output_dir: Path) -> None:
+    write_json_atomic(output_dir / "metrics.json", metrics)
+    rank_zero_info("Metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+    if cfg.get("export", True):
+        export_hf_model(module, output_dir / "hf_model")

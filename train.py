@@ -1,0 +1,23 @@
+"""Train a BigBird long-document classifier: ``python train.py [experiment=NAME] [key=value ...]``."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from bigbird_ft.errors import exit_on_user_error  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float | None:
+    from bigbird_ft.training import train
+
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
