@@ -10,7 +10,11 @@ import torch
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
-from transformers import PreTrainedTokenizerBase, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+from transformers import (
+    PreTrainedTokenizerBase,
+    get_cosine_schedule_with_warmup,
+    get_linear_schedule_with_warmup,
+)
 
 from .attention import build_backend
 from .encoder import build_encoder

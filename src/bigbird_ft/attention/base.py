@@ -7,14 +7,13 @@ same checkpoint: the q/k/v/o parameter names of ``google/bigbird-roberta-base`` 
 
 from __future__ import annotations
 
-from abc import ABC
 from typing import Any, ClassVar
 
 import torch
 from transformers import BigBirdModel
 
 
-class AttentionBackend(ABC):
+class AttentionBackend:
     """Base class: by default HF's own attention with ``hf_attention_type``."""
 
     name: ClassVar[str]

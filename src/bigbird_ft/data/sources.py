@@ -86,3 +86,81 @@ class FilesDataModule(TextClassificationDataModule):
                 reason = str(err).splitlines()[0] if str(err) else type(err).__name__
                 raise UserError(f"cannot read {path} ({reason}); fix {key}") from None
         return datasets.DatasetDict(splits)
+
+
+HYPERPARTISAN_FILES = {
+    "train": ("articles-training-byarticle-20181122.xml", "ground-truth-training-byarticle-20181122.xml"),
+    "test": ("articles-test-byarticle-20181207.xml", "ground-truth-test-byarticle-20181207.xml"),
+}
+
+
+def read_hyperpartisan(articles: Path, ground_truth: Path) -> list[dict[str, str]]:
+    """SemEval-2019 Task 4 by-article XML, as published: title + markup text, joined on ``id``."""
+    import xml.etree.ElementTree as ET
+
+    labels = {a.get("id"): a.get("hyperpartisan") for a in ET.parse(ground_truth).getroot().iter("article")}
+    rows = []
+    for article in ET.parse(articles).getroot().iter("article"):
+        article_id = article.get("id")
+        if article_id not in labels:
+            raise UserError(f"article {article_id} of {articles} has no label in {ground_truth}; fix data.dir")
+        body = " ".join("".join(article.itertext()).split())
+        rows.append({"id": article_id, "text": f"{article.get('title', '')}\n\n{body}", "label": labels[article_id]})
+    return rows
+
+
+class HyperpartisanDataModule(TextClassificationDataModule):
+    """data=hyperpartisan: the published XML files in ``dir``; validation split from train."""
+
+    def __init__(self, dir: str, **kwargs: Any) -> None:  # noqa: A002  (contract key data.dir)
+        super().__init__(**kwargs)
+        self.dir = Path(dir)
+
+    def describe_source(self) -> str:
+        return f"data.dir={self.dir}"
+
+    def load_splits(self) -> datasets.DatasetDict:
+        splits = {}
+        for split, (articles, truth) in HYPERPARTISAN_FILES.items():
+            for name in (articles, truth):
+                if not (self.dir / name).is_file():
+                    raise UserError(f"{self.dir / name} not found; set data.dir to the Hyperpartisan folder")
+            splits[split] = datasets.Dataset.from_list(read_hyperpartisan(self.dir / articles, self.dir / truth))
+        return datasets.DatasetDict(splits)
+
+
+class PepsDataModule(TextClassificationDataModule):
+    """data=peps: ``peps.jsonl`` in ``dir``; seeded stratified test and validation splits."""
+
+    def __init__(self, dir: str, test_fraction: float = 0.2, **kwargs: Any) -> None:  # noqa: A002
+        super().__init__(**kwargs)
+        self.dir = Path(dir)
+        self.test_fraction = float(test_fraction)
+
+    def describe_source(self) -> str:
+        return f"data.dir={self.dir}"
+
+    def load_splits(self) -> datasets.DatasetDict:
+        path = self.dir / "peps.jsonl"
+        if not path.is_file():
+            raise UserError(f"{path} not found; set data.dir to the folder holding peps.jsonl")
+        full = datasets.load_dataset("json", data_files=str(path), split="train",
+                                     cache_dir=str(self.cache_dir / "datasets"))
+        if self.label_column not in full.column_names:
+            raise UserError(
+                f"column '{self.label_column}' not in {path} (columns: {', '.join(full.column_names)}); "
+                "set data.label_column"
+            )
+        full = full.filter(lambda row: row[self.label_column] not in (None, ""))
+        encoded = full.class_encode_column(self.label_column)
+        parts = encoded.train_test_split(test_size=self.test_fraction, seed=1234, stratify_by_column=self.label_column)
+        names = encoded.features[self.label_column].names
+        column = self.label_column
+
+        def decode(batch: dict[str, list]) -> dict[str, list]:
+            return {column: [names[i] for i in batch[column]]}
+
+        return datasets.DatasetDict({
+            split: parts[key].cast_column(column, datasets.Value("int64")).map(decode, batched=True)
+            for split, key in (("train", "train"), ("test", "test"))
+        })

@@ -1,0 +1,173 @@
+"""``predict(cfg)``: checkpoint + input file -> one output row per input row, with label names."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import RichProgressBar
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from .data.collate import BlockPaddingCollator
+from .data.datamodule import join_text_columns
+from .errors import UserError
+from .io_utils import atomic_path
+from .module import BigBirdClassifier
+
+INPUT_READERS = {".csv", ".json", ".jsonl", ".parquet", ".txt"}
+OUTPUT_WRITERS = {".csv", ".jsonl"}
+
+
+def find_checkpoint(cfg: DictConfig) -> Path:
+    if cfg.get("ckpt_path"):
+        path = Path(cfg.ckpt_path)
+        if not path.is_file():
+            raise UserError(f"checkpoint not found: {path}; fix ckpt_path")
+        return path
+    if not cfg.get("run_dir"):
+        raise UserError("no model given; set run_dir=<a train run dir> or ckpt_path=<file.ckpt>")
+    folder = Path(cfg.run_dir) / "checkpoints"
+    candidates = sorted(p for p in folder.glob("*.ckpt") if p.name != "last.ckpt")
+    if len(candidates) == 1:
+        return candidates[0]
+    if (folder / "last.ckpt").is_file():
+        return folder / "last.ckpt"
+    raise UserError(f"no checkpoint in {folder}; train without debug=fdr, or set ckpt_path")
+
+
+def read_input(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise UserError(f"input file not found: {path}; fix input")
+    suffix = path.suffix.lower()
+    if suffix not in INPUT_READERS:
+        raise UserError(f"unknown input extension '{suffix}'; use one of {', '.join(sorted(INPUT_READERS))} (input)")
+    if path.stat().st_size == 0:
+        raise UserError(f"input file is empty: {path}; fix input")
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path, keep_default_na=False)
+        if suffix == ".jsonl":
+            return pd.read_json(path, lines=True)
+        if suffix == ".json":
+            return pd.DataFrame(json.loads(path.read_text(encoding="utf-8")))
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return pd.DataFrame({"text": lines})
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} is not UTF-8 (byte {err.start}); re-encode the input file") from None
+    except ValueError as err:
+        raise UserError(f"cannot parse {path} ({str(err).splitlines()[0]}); fix input") from None
+
+
+def encode_documents(
+    texts: list[str], module: BigBirdClassifier, max_length: int, long_docs: str, stride: int
+) -> list[dict[str, Any]]:
+    """One feature per document (truncate) or per overlapping window (chunk); ``row`` = document."""
+    tokenizer = module.tokenizer
+    if long_docs == "truncate":
+        ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        return [{"input_ids": x, "row": i} for i, x in enumerate(ids)]
+    if long_docs != "chunk":
+        raise UserError(f"unknown long_docs '{long_docs}'; use truncate or chunk")
+    body = max_length - 2
+    if not 0 <= stride < body:
+        raise UserError(f"chunk_stride={stride} must be in [0, {body}) for max_length={max_length}")
+    features = []
+    for row, content in enumerate(tokenizer(texts, add_special_tokens=False)["input_ids"]):
+        start = 0
+        while True:
+            window = content[start : start + body]
+            features.append({"input_ids": tokenizer.build_inputs_with_special_tokens(window), "row": row})
+            if start + body >= len(content):
+                break
+            start += body - stride
+    return features
+
+
+def predict(cfg: DictConfig) -> Path:
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+    output = Path(cfg.output)
+    if output.suffix.lower() not in OUTPUT_WRITERS:
+        raise UserError(f"unknown output extension '{output.suffix}'; use .csv or .jsonl (output)")
+    checkpoint = find_checkpoint(cfg)
+    frame = read_input(Path(cfg.input))
+    # a checkpoint we did not write may come from anywhere, but unpickling our hparams and
+    # tokenizer bytes needs the full loader; only load checkpoints you trust (README)
+    module = BigBirdClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
+    module.eval()
+    data_hp = module.hparams.data or {}
+    columns = cfg.get("text_column") or data_hp.get("text_column", "text")
+    columns = [columns] if isinstance(columns, str) else list(OmegaConf.to_container(columns) if
+                                                                  OmegaConf.is_config(columns) else columns)
+    if Path(cfg.input).suffix.lower() == ".txt":
+        columns = ["text"]
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise UserError(
+            f"column '{missing[0]}' not in {cfg.input} (columns: {', '.join(map(str, frame.columns))}); "
+            "set text_column"
+        )
+    separator = data_hp.get("text_separator", "\n\n")
+    texts = [join_text_columns(rec, columns, separator) for rec in frame[columns].to_dict("records")]
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise UserError(f"{len(empty)} empty texts in {cfg.input} (rows {empty[:5]}); remove them from input")
+
+    max_length = int(cfg.get("max_length") or data_hp.get("max_length", 4096))
+    features = encode_documents(texts, module, max_length, cfg.long_docs, int(cfg.chunk_stride))
+    # sorted by length so each batch pads little; rows are restored to input order below
+    features.sort(key=lambda f: len(f["input_ids"]))
+    batch_size = int(cfg.get("batch_size") or data_hp.get("eval_batch_size", 8))
+    multiple = int(data_hp.get("pad_to_multiple_of", module.hparams.model["block_size"]))
+    loader = DataLoader(features, batch_size=batch_size, collate_fn=BlockPaddingCollator(module.tokenizer, multiple))
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        precision=cfg.precision,
+        logger=False,
+        callbacks=[RichProgressBar()],
+        enable_checkpointing=False,
+    )
+    outputs = trainer.predict(module, dataloaders=loader)
+    rows = torch.cat([o["row"] for o in outputs])
+    logits = torch.cat([o["logits"] for o in outputs])
+    doc_logits = aggregate(rows, logits, len(texts), cfg.chunk_aggregation)
+    write_predictions(frame, doc_logits, module, cfg, output)
+    return output
+
+
+def aggregate(rows: torch.Tensor, logits: torch.Tensor, n_docs: int, how: str) -> torch.Tensor:
+    out = torch.full((n_docs, logits.shape[1]), float("-inf") if how == "max" else 0.0)
+    if how == "max":
+        out = out.index_reduce(0, rows, logits, "amax", include_self=True)
+    elif how == "mean":
+        out = out.index_add(0, rows, logits) / torch.bincount(rows, minlength=n_docs).clamp_min(1).unsqueeze(1)
+    else:
+        raise UserError(f"unknown chunk_aggregation '{how}'; use mean or max")
+    return out
+
+
+def write_predictions(
+    frame: pd.DataFrame, logits: torch.Tensor, module: BigBirdClassifier, cfg: DictConfig, output: Path
+) -> None:
+    probs = logits.softmax(-1)
+    score, index = probs.max(-1)
+    id_column = cfg.get("id_column") or "id"
+    ids = frame[id_column].tolist() if id_column in frame.columns else list(range(len(frame)))
+    result = pd.DataFrame({"id": ids, "label": [module.id2label[int(i)] for i in index], "score": score.numpy()})
+    for idx, name in sorted(module.id2label.items()):
+        result[f"prob_{name}"] = probs[:, idx].numpy()
+    with atomic_path(output) as tmp:
+        if output.suffix.lower() == ".csv":
+            result.to_csv(tmp, index=False)
+        else:
+            result.to_json(tmp, orient="records", lines=True, force_ascii=False)
+    print(f"Wrote {len(result)} predictions to {output}")

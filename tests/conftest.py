@@ -1,0 +1,125 @@
+"""Shared fixtures: tiny configs, a tiny trained tokenizer, CLI runners, shared-data discovery."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+PYTHON = sys.executable
+
+warnings.filterwarnings("ignore", message=".*Attention type 'block_sparse' is not possible.*")
+
+
+def shared_path(relative: str) -> Path:
+    """A file under ../shared; skipped when absent, a failure in CI (where it must exist)."""
+    path = SHARED / relative
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{path} is missing in CI")
+        pytest.skip(f"{path} not present")
+    return path
+
+
+def tiny_overrides(tmp: Path, **extra: object) -> list[str]:
+    """Overrides that shrink the default experiment to a seconds-long CPU run inside ``tmp``."""
+    values: dict[str, object] = {
+        "data.spec.num_train": 48,
+        "data.spec.num_validation": 16,
+        "data.spec.num_test": 16,
+        "data.spec.min_words": 60,
+        "data.spec.max_words": 400,
+        "data.max_length": 512,
+        "data.batch_size": 8,
+        "data.eval_batch_size": 8,
+        "model.tokenizer_vocab_size": 400,
+        "model.block_size": 16,
+        "model.num_random_blocks": 2,
+        "model.config.hidden_size": 32,
+        "model.config.num_attention_heads": 2,
+        "model.config.intermediate_size": 64,
+        "model.config.max_position_embeddings": 1024,
+        "trainer.max_epochs": 1,
+        "trainer.accelerator": "cpu",
+        "trainer.log_every_n_steps": 1,
+        "callbacks.rich_progress_bar": "null",
+        "paths.generated_dir": str(tmp / "generated"),
+        "paths.cache_dir": str(tmp / "cache"),
+        "paths.log_dir": str(tmp / "logs"),
+        "hydra.run.dir": str(tmp / "run"),
+        "hydra.sweep.dir": str(tmp / "multirun"),
+    }
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def run_script(script: str, args: list[str], timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run(
+        [PYTHON, str(ROOT / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    """A SentencePiece tokenizer trained on a small generated corpus (cached per session)."""
+    from bigbird_ft.data.synthetic import SyntheticCorpus, SyntheticSpec
+    from bigbird_ft.data.tokenization import resolve_tokenizer
+
+    spec = SyntheticSpec(min_words=60, max_words=300)
+    rows = SyntheticCorpus(spec).split("train", 40)
+    cache = tmp_path_factory.mktemp("tok-cache")
+    return resolve_tokenizer("train", [r["text"] for r in rows], vocab_size=400, cache_dir=cache)
+
+
+TINY_MODEL = {
+    "pretrained": None,
+    "tokenizer": "train",
+    "block_size": 16,
+    "num_random_blocks": 2,
+    "config": {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 1024,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+    },
+}
+
+
+@pytest.fixture
+def make_classifier(tiny_tokenizer):
+    """Build a tiny BigBirdClassifier with the given backend and head."""
+    from bigbird_ft.attention import build_backend
+    from bigbird_ft.encoder import make_encoder_config
+    from bigbird_ft.module import BigBirdClassifier
+
+    def factory(attention: str = "hf_block_sparse", head: str = "cls", num_labels: int = 3, **head_opts):
+        backend = build_backend(attention, block_size=16, num_random_blocks=2)
+        encoder_config = make_encoder_config(TINY_MODEL, tiny_tokenizer, backend.hf_attention_type)
+        module = BigBirdClassifier(
+            model=TINY_MODEL,
+            attention={"name": attention},
+            head={"name": head, "dropout": 0.0, **head_opts},
+            optim={"lr": 1e-3},
+            id2label={i: f"label_{chr(97 + i)}" for i in range(num_labels)},
+            encoder_config=encoder_config,
+            data={"max_length": 512, "pad_to_multiple_of": 16, "text_column": "text"},
+        )
+        module.tokenizer = tiny_tokenizer
+        return module
+
+    return factory
