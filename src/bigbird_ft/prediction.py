@@ -84,7 +84,9 @@ def encode_documents(
         start = 0
         while True:
             window = content[start : start + body]
-            features.append({"input_ids": tokenizer.build_inputs_with_special_tokens(window), "row": row})
+            # BigBird's single-sequence layout: [CLS] tokens [SEP]
+            ids = [tokenizer.cls_token_id, *window, tokenizer.sep_token_id]
+            features.append({"input_ids": ids, "row": row})
             if start + body >= len(content):
                 break
             start += body - stride
