@@ -27,8 +27,19 @@ def shared_path(relative: str) -> Path:
     return path
 
 
+SESSION_CACHE: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_data_cache(tmp_path_factory):
+    """Generated corpora and tokenizers are keyed by content, so tests may share them."""
+    SESSION_CACHE["root"] = tmp_path_factory.mktemp("shared-cache")
+    yield SESSION_CACHE["root"]
+
+
 def tiny_overrides(tmp: Path, **extra: object) -> list[str]:
     """Overrides that shrink the default experiment to a seconds-long CPU run inside ``tmp``."""
+    cache_root = SESSION_CACHE.get("root", tmp)
     values: dict[str, object] = {
         "data.spec.num_train": 48,
         "data.spec.num_validation": 16,
@@ -49,8 +60,8 @@ def tiny_overrides(tmp: Path, **extra: object) -> list[str]:
         "trainer.accelerator": "cpu",
         "trainer.log_every_n_steps": 1,
         "callbacks.rich_progress_bar": "null",
-        "paths.generated_dir": str(tmp / "generated"),
-        "paths.cache_dir": str(tmp / "cache"),
+        "paths.generated_dir": str(cache_root / "generated"),
+        "paths.cache_dir": str(cache_root / "cache"),
         "paths.log_dir": str(tmp / "logs"),
         "hydra.run.dir": str(tmp / "run"),
         "hydra.sweep.dir": str(tmp / "multirun"),

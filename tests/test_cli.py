@@ -7,7 +7,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from .conftest import ROOT, run_script, tiny_overrides
+from .conftest import ROOT, SESSION_CACHE, run_script, tiny_overrides
 
 
 def test_train_debug_fdr_writes_run_dir(tmp_path):
@@ -45,7 +45,12 @@ def test_train_then_predict_round_trip_with_string_labels(tmp_path):
     run = tmp_path / "run"
     assert (run / "checkpoints" / "last.ckpt").exists()
     assert len(list((run / "checkpoints").glob("epoch_*.ckpt"))) == 1
-    test_file = next((tmp_path / "generated").glob("synthetic-*/test.jsonl"))
+    from omegaconf import OmegaConf
+
+    from bigbird_ft.data.sources import SyntheticDataModule
+
+    spec = SyntheticDataModule(spec=OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "config.yaml").data.spec)).spec
+    test_file = SESSION_CACHE["root"] / "generated" / f"synthetic-{spec.key()}" / "test.jsonl"
     for suffix in ("csv", "jsonl"):
         out = tmp_path / f"preds.{suffix}"
         pred = run_script("predict.py", [f"run_dir={run}", f"input={test_file}", f"output={out}",
