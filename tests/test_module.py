@@ -79,3 +79,34 @@ def test_non_cls_head_exports_encoder_and_head_files(make_classifier, tmp_path):
     out = export_hf_model(module, tmp_path / "hf_model")
     assert (out / "config.json").exists() and (out / "head.pt").exists()
     assert (out / "bigbird_ft_head.json").exists() and (out / "tokenizer.json").exists()
+
+
+@pytest.mark.parametrize("head", ["cls", "attention", "pooler"])
+def test_load_exported_gives_the_same_logits(make_classifier, tmp_path, head):
+    from bigbird_ft.export import load_exported
+
+    module = make_classifier(head=head).eval()
+    out = export_hf_model(module, tmp_path / "hf_model")
+    restored = load_exported(out)
+    assert restored.id2label == module.id2label and restored.head.name == head
+    batch = encode(restored.tokenizer, TEXTS)
+    with torch.no_grad():
+        assert torch.allclose(module(batch["input_ids"], batch["attention_mask"]),
+                              restored(batch["input_ids"], batch["attention_mask"]), atol=1e-6)
+
+
+def test_export_cli_exports_a_checkpoint(make_classifier, tmp_path):
+    import subprocess
+    import sys
+
+    def run_script(_: str, args: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bigbird_ft.export", *args], capture_output=True, text=True)
+
+    module = make_classifier()
+    save_checkpoint(module, tmp_path / "m.ckpt")
+    result = run_script("export", [f"ckpt_path={tmp_path / 'm.ckpt'}", f"out={tmp_path / 'x'}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "x" / "config.json").exists()
+    bad = run_script("export", [f"ckpt_path={tmp_path / 'missing.ckpt'}", "out=y"])
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        f"error: checkpoint not found: {tmp_path / 'missing.ckpt'}; fix ckpt_path"]

@@ -77,3 +77,72 @@ def export_hf_model(module: BigBirdClassifier, out_dir: str | Path) -> Path:
         if module.tokenizer is not None:
             module.tokenizer.save_pretrained(tmp)
     return out_dir
+
+
+def load_exported(path: str | Path) -> BigBirdClassifier:
+    """Rebuild a BigBirdClassifier (with tokenizer and label names) from an ``hf_model/`` folder."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    config = BigBirdConfig.from_pretrained(path)
+    head_file = path / "bigbird_ft_head.json"
+    stock = not head_file.exists()
+    if stock:
+        head = {"name": "cls", "mlp_layers": 1, "mlp_hidden_size": None, "activation": config.hidden_act,
+                "dropout": config.classifier_dropout if config.classifier_dropout is not None
+                else config.hidden_dropout_prob}
+    else:
+        spec = json.loads(head_file.read_text())
+        head = {"name": spec["name"], **spec["options"]}
+    backend = "hf_full" if config.attention_type == "original_full" else "hf_block_sparse"
+    encoder_config = {k: v for k, v in config.to_dict().items()
+                      if k not in ("id2label", "label2id", "architectures", "problem_type")}
+    module = BigBirdClassifier(
+        model={"block_size": config.block_size, "num_random_blocks": config.num_random_blocks},
+        attention={"name": backend},
+        head=head,
+        optim={"lr": 0.0},
+        id2label={int(k): v for k, v in config.id2label.items()},
+        encoder_config=encoder_config,
+        problem_type=config.problem_type or "single_label_classification",
+    )
+    state = load_file(str(path / "model.safetensors"))
+    if stock:
+        encoder_state = {k[len("bert."):]: v for k, v in state.items() if k.startswith("bert.")}
+        head_state = {f"mlp.{k[len('classifier.'):]}": v for k, v in state.items() if k.startswith("classifier.")}
+    else:
+        encoder_state = state
+        head_state = torch.load(path / "head.pt", map_location="cpu", weights_only=True)
+    if not module.head.uses_pooler:
+        encoder_state = {k: v for k, v in encoder_state.items() if not k.startswith("pooler.")}
+    module.encoder.load_state_dict(encoder_state)
+    module.head.load_state_dict(head_state)
+    module.tokenizer = AutoTokenizer.from_pretrained(path)
+    return module.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bigbird_ft.export ckpt_path=PATH out=DIR``: export any checkpoint after the fact."""
+    import sys
+
+    from .errors import UserError, exit_on_user_error
+
+    @exit_on_user_error
+    def run(args: list[str]) -> None:
+        options = dict(arg.split("=", 1) for arg in args if "=" in arg)
+        unknown = sorted(set(options) - {"ckpt_path", "out"}) + [a for a in args if "=" not in a]
+        if unknown or "ckpt_path" not in options or "out" not in options:
+            raise UserError(f"usage: python -m bigbird_ft.export ckpt_path=PATH out=DIR (got {' '.join(args)})")
+        checkpoint = Path(options["ckpt_path"])
+        if not checkpoint.is_file():
+            raise UserError(f"checkpoint not found: {checkpoint}; fix ckpt_path")
+        module = BigBirdClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
+        out = export_hf_model(module, options["out"])
+        print(f"Exported {checkpoint} to {out}")
+
+    run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    main()
