@@ -231,3 +231,18 @@ def test_regression_trains_and_predicts_through_the_clis(tmp_path):
     assert list(preds.columns) == ["id", "prediction"]
     assert len(preds) == 8 and preds["prediction"].dtype.kind == "f"
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize("problem_type", [MULTI, REGRESSION])
+def test_checkpoint_keeps_problem_type_and_loss_options(tiny_tokenizer, tmp_path, problem_type):
+    from bigbird_ft.module import BigBirdClassifier
+
+    from .test_module import save_checkpoint
+
+    extra = {"pos_weight": [1.0, 2.0, 3.0], "threshold": 0.3} if problem_type == MULTI else {}
+    module = build_tiny(tiny_tokenizer, problem_type=problem_type, model_extra=extra)
+    save_checkpoint(module, tmp_path / "m.ckpt")
+    restored = BigBirdClassifier.load_from_checkpoint(tmp_path / "m.ckpt", map_location="cpu")
+    assert restored.problem_type == problem_type and restored.id2label == module.id2label
+    if problem_type == MULTI:
+        assert restored.threshold == 0.3 and restored.pos_weight.tolist() == [1.0, 2.0, 3.0]

@@ -181,3 +181,5 @@ def test_multirun_every_head_debug_fdr(tmp_path):
     heads = {dict(o.split("=", 1) for o in yaml.safe_load((j / ".hydra" / "overrides.yaml").read_text()))["head"]
              for j in jobs}
     assert heads == {"cls", "mean", "max", "pooler", "attention"}
+    for job in jobs:  # single-label runs draw their confusion matrices into the run dir
+        assert (job / "confusion_matrix_val.png").exists() and (job / "confusion_matrix_test.png").exists()
