@@ -24,7 +24,7 @@ from .errors import UserError
 from .export import export_hf_model
 from .instantiate import instantiate_callbacks, instantiate_loggers
 from .io_utils import write_json_atomic
-from .module import REGRESSION, SINGLE_LABEL, BigBirdClassifier
+from .module import PROBLEM_TYPES, REGRESSION, SINGLE_LABEL, BigBirdClassifier
 
 
 def task_wrapper(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
@@ -106,6 +106,13 @@ def adapt_monitor_to_problem_type(cfg: DictConfig, problem_type: str) -> None:
     )
 
 
+def check_problem_type(cfg: DictConfig) -> None:
+    """Checked here: raised inside hydra.utils.instantiate it would come wrapped in a traceback."""
+    problem_type = cfg.model.get("problem_type")
+    if problem_type is not None and problem_type not in PROBLEM_TYPES:
+        raise UserError(f"unknown model.problem_type '{problem_type}'; use one of {', '.join(PROBLEM_TYPES)} or null")
+
+
 def check_precision(cfg: DictConfig) -> None:
     """HF block-sparse attention crashes under CPU autocast (scatter dtype mismatch): say so up front."""
     precision = str(cfg.trainer.get("precision", "32-true"))
@@ -179,6 +186,7 @@ def train(cfg: DictConfig) -> float | None:
 
     rank_zero_info(f"Loading data <{cfg.data._target_}>")
     check_precision(cfg)
+    check_problem_type(cfg)
     # the datamodule encodes labels by problem type; null = infer from the training labels
     datamodule: TextClassificationDataModule = hydra.utils.instantiate(
         cfg.data, problem_type=cfg.model.get("problem_type")
