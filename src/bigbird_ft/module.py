@@ -129,7 +129,8 @@ class BigBirdClassifier(L.LightningModule):
             head_options["activation"] = self.encoder.config.hidden_act
         self.head = build_head(head["name"], self.encoder.config.hidden_size, self.num_labels, **head_options)
         self.label_smoothing = float(optim.get("label_smoothing", 0.0) or 0.0)
-        self.threshold = float(model.get("threshold", 0.5) if model.get("threshold") is not None else 0.5)
+        threshold = model.get("threshold")
+        self.threshold = 0.5 if threshold is None else float(threshold)
         # non-persistent: the resolved values live in hparams, so old checkpoints load unchanged
         self.register_buffer("class_weights", self._loss_weights("class_weights", SINGLE_LABEL), persistent=False)
         self.register_buffer("pos_weight", self._loss_weights("pos_weight", MULTI_LABEL), persistent=False)
@@ -141,7 +142,7 @@ class BigBirdClassifier(L.LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
-        scalar_names = [n for n in metrics.keys(keep_base=True) if n != "f1_per_class"]  # noqa: SIM118
+        scalar_names = [n for n in metrics.keys(keep_base=True) if n != "f1_per_class"]
         scalar_names += list(METRIC_ALIASES.get(problem_type, {}))
         self.best_metrics = nn.ModuleDict(
             {name: MinMetric() if name in LOWER_IS_BETTER else MaxMetric() for name in scalar_names}
