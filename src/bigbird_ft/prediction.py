@@ -18,7 +18,7 @@ from .data.collate import BlockPaddingCollator
 from .data.datamodule import join_text_columns
 from .errors import UserError
 from .io_utils import atomic_path
-from .module import BigBirdClassifier
+from .module import MULTI_LABEL, REGRESSION, BigBirdClassifier
 
 INPUT_READERS = {".csv", ".json", ".jsonl", ".parquet", ".txt"}
 OUTPUT_WRITERS = {".csv", ".jsonl"}
@@ -157,16 +157,32 @@ def aggregate(rows: torch.Tensor, logits: torch.Tensor, n_docs: int, how: str) -
     return out
 
 
+def prediction_frame(ids: list[Any], logits: torch.Tensor, module: BigBirdClassifier) -> pd.DataFrame:
+    """The output columns of INTERFACE.md, by the checkpoint's problem type."""
+    outputs = module.outputs(logits)
+    if module.problem_type == REGRESSION:
+        return pd.DataFrame({"id": ids, "prediction": outputs.numpy()})
+    if module.problem_type == MULTI_LABEL:
+        names = [module.id2label[i] for i in range(module.num_labels)]
+        chosen = outputs >= module.threshold
+        joined = ["|".join(n for n, keep in zip(names, row, strict=True) if keep) for row in chosen.tolist()]
+        result = pd.DataFrame({"id": ids, "labels": joined})
+    else:
+        score, index = outputs.max(-1)
+        result = pd.DataFrame(
+            {"id": ids, "label": [module.id2label[int(i)] for i in index], "score": score.numpy()}
+        )
+    for idx, name in sorted(module.id2label.items()):
+        result[f"prob_{name}"] = outputs[:, idx].numpy()
+    return result
+
+
 def write_predictions(
     frame: pd.DataFrame, logits: torch.Tensor, module: BigBirdClassifier, cfg: DictConfig, output: Path
 ) -> None:
-    probs = logits.softmax(-1)
-    score, index = probs.max(-1)
     id_column = cfg.get("id_column") or "id"
     ids = frame[id_column].tolist() if id_column in frame.columns else list(range(len(frame)))
-    result = pd.DataFrame({"id": ids, "label": [module.id2label[int(i)] for i in index], "score": score.numpy()})
-    for idx, name in sorted(module.id2label.items()):
-        result[f"prob_{name}"] = probs[:, idx].numpy()
+    result = prediction_frame(ids, logits, module)
     with atomic_path(output) as tmp:
         if output.suffix.lower() == ".csv":
             result.to_csv(tmp, index=False)

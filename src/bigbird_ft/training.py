@@ -14,7 +14,7 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .attention.registry import build_backend
 from .data.datamodule import TextClassificationDataModule
@@ -24,7 +24,7 @@ from .errors import UserError
 from .export import export_hf_model
 from .instantiate import instantiate_callbacks, instantiate_loggers
 from .io_utils import write_json_atomic
-from .module import BigBirdClassifier
+from .module import PROBLEM_TYPES, REGRESSION, SINGLE_LABEL, BigBirdClassifier
 
 
 def task_wrapper(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
@@ -67,6 +67,64 @@ def check_lengths(cfg: DictConfig, encoder_config: dict[str, Any], backend_name:
         )
 
 
+def resolve_loss_weights(model_cfg: dict[str, Any], datamodule: TextClassificationDataModule) -> dict[str, Any]:
+    """``class_weights=auto`` / ``pos_weight=auto`` -> lists from the training labels (stored in hparams)."""
+    model_cfg = dict(model_cfg)
+    if model_cfg.get("class_weights") == "auto":
+        if datamodule.problem_type != SINGLE_LABEL:
+            raise UserError("model.class_weights applies to single_label_classification only; set it to null")
+        counts = datamodule.label_counts()
+        total = sum(counts)
+        # inverse frequency, scaled so a balanced set gets weight 1 everywhere (sklearn's "balanced")
+        model_cfg["class_weights"] = [total / (len(counts) * max(c, 1.0)) for c in counts]
+        rank_zero_info(f"model.class_weights=auto: {[round(w, 4) for w in model_cfg['class_weights']]}")
+    if model_cfg.get("pos_weight") == "auto":
+        if datamodule.problem_type != "multi_label_classification":
+            raise UserError("model.pos_weight applies to multi_label_classification only; set it to null")
+        positives = datamodule.label_counts()
+        total = datamodule.num_train_examples()
+        model_cfg["pos_weight"] = [(total - p) / max(p, 1.0) for p in positives]
+        rank_zero_info(f"model.pos_weight=auto: {[round(w, 4) for w in model_cfg['pos_weight']]}")
+    for key in ("class_weights", "pos_weight"):
+        if isinstance(model_cfg.get(key), str):
+            raise UserError(f"model.{key}={model_cfg[key]} is not understood; use auto, a list of numbers or null")
+    return model_cfg
+
+
+def adapt_monitor_to_problem_type(cfg: DictConfig, problem_type: str) -> None:
+    """Regression logs no val/acc: move the default monitor to val/mse (min) instead of failing late."""
+    if problem_type != REGRESSION or cfg.get("monitor") != "val/acc":
+        return
+    with open_dict(cfg):
+        cfg.monitor = "val/mse"
+        cfg.monitor_mode = "min"
+        if cfg.get("optimized_metric") == "val/acc_best":
+            cfg.optimized_metric = "val/mse_best"
+    rank_zero_info(
+        "problem_type=regression: monitor=val/mse monitor_mode=min optimized_metric="
+        f"{cfg.get('optimized_metric')} (regression logs no val/acc)"
+    )
+
+
+def check_problem_type(cfg: DictConfig) -> None:
+    """Checked here: raised inside hydra.utils.instantiate it would come wrapped in a traceback."""
+    problem_type = cfg.model.get("problem_type")
+    if problem_type is not None and problem_type not in PROBLEM_TYPES:
+        raise UserError(f"unknown model.problem_type '{problem_type}'; use one of {', '.join(PROBLEM_TYPES)} or null")
+
+
+def check_precision(cfg: DictConfig) -> None:
+    """HF block-sparse attention crashes under CPU autocast (scatter dtype mismatch): say so up front."""
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and "mixed" in precision and cfg.attention.name == "hf_block_sparse":
+        raise UserError(
+            f"trainer.precision={precision} on CPU crashes HF's block-sparse attention; "
+            "set trainer.precision=32-true or attention=hf_full"
+        )
+
+
 def build_module(cfg: DictConfig, datamodule: TextClassificationDataModule) -> BigBirdClassifier:
     tokenizer_spec = str(cfg.model.tokenizer)
     tokenizer = resolve_tokenizer(
@@ -83,13 +141,13 @@ def build_module(cfg: DictConfig, datamodule: TextClassificationDataModule) -> B
     encoder_config = make_encoder_config(container(cfg.model), tokenizer, backend.hf_attention_type)
     check_lengths(cfg, encoder_config, backend.name)
     module = BigBirdClassifier(
-        model=container(cfg.model),
+        model=resolve_loss_weights(container(cfg.model), datamodule),
         attention=container(cfg.attention),
         head=container(cfg.head),
         optim=container(cfg.optim),
         id2label=datamodule.id2label,
         encoder_config=encoder_config,
-        problem_type=cfg.model.get("problem_type") or "single_label_classification",
+        problem_type=datamodule.problem_type or SINGLE_LABEL,
         data={
             "max_length": int(cfg.data.max_length),
             "pad_to_multiple_of": int(cfg.data.pad_to_multiple_of),
@@ -127,12 +185,19 @@ def train(cfg: DictConfig) -> float | None:
     L.seed_everything(int(cfg.seed), workers=True)
 
     rank_zero_info(f"Loading data <{cfg.data._target_}>")
-    datamodule: TextClassificationDataModule = hydra.utils.instantiate(cfg.data)
+    check_precision(cfg)
+    check_problem_type(cfg)
+    # the datamodule encodes labels by problem type; null = infer from the training labels
+    datamodule: TextClassificationDataModule = hydra.utils.instantiate(
+        cfg.data, problem_type=cfg.model.get("problem_type")
+    )
     datamodule.prepare_raw()
+    adapt_monitor_to_problem_type(cfg, datamodule.problem_type)
     module = build_module(cfg, datamodule)
     rank_zero_info(
         f"Model: BigBird {module.encoder.config.hidden_size}d x {module.encoder.config.num_hidden_layers} layers, "
-        f"attention={module.backend.name}, head={module.head.name}, labels={datamodule.label_names}"
+        f"attention={module.backend.name}, head={module.head.name}, problem_type={module.problem_type}, "
+        f"labels={datamodule.label_names}"
     )
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))

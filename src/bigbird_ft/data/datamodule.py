@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import datasets
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
@@ -29,6 +31,33 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     blob = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+REGRESSION_LABEL = "prediction"
+
+
+def infer_problem_type(feature: Any, values: Sequence[Any], label_separator: str | None) -> str:
+    """HF run_classification's rule: list labels (or split strings) are multi-label, fractional floats regression."""
+    if isinstance(feature, datasets.List | datasets.Sequence | datasets.LargeList):
+        return "multi_label_classification"
+    if label_separator:
+        return "multi_label_classification"
+    dtype = getattr(feature, "dtype", "")
+    if dtype.startswith("float") and any(v is not None and float(v) != int(float(v)) for v in values):
+        return "regression"
+    return "single_label_classification"
+
+
+def split_labels(value: Any, separator: str | None) -> list[str]:
+    """One multi-label cell -> label names: a list as is, a string split on ``separator``."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return [str(v).strip() for v in value if str(v).strip()]
+    text = str(value)
+    parts = text.split(separator) if separator else [text]
+    return [p.strip() for p in parts if p.strip()]
 
 
 def sort_labels(values: set[Any]) -> list[str]:
@@ -58,6 +87,8 @@ class TextClassificationDataModule(L.LightningDataModule):
         label_column: str = "label",
         text_separator: str = "\n\n",
         cache_dir: str = "data/cache",
+        label_separator: str | None = None,
+        problem_type: str | None = None,
     ) -> None:
         super().__init__()
         self.max_length = int(max_length)
@@ -77,6 +108,11 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.tokenized: datasets.DatasetDict | None = None
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.label_names: list[str] = []
+        self.label_separator = label_separator or None
+        if problem_type is not None and problem_type not in PROBLEM_TYPES:
+            raise UserError(f"unknown model.problem_type '{problem_type}'; use one of {', '.join(PROBLEM_TYPES)} or null")
+        #: the requested problem type (None = infer from the training labels); resolved in prepare_raw
+        self.problem_type: str | None = problem_type
 
     # ------------------------------------------------------------- raw data
     def load_splits(self) -> datasets.DatasetDict:
@@ -101,35 +137,105 @@ class TextClassificationDataModule(L.LightningDataModule):
                     f"(columns: {', '.join(ds.column_names)}); set {key}"
                 )
         columns, separator, label_column = self.text_columns, self.text_separator, self.label_column
+        if self.problem_type is None:
+            train = raw["train"]
+            self.problem_type = infer_problem_type(
+                train.features[label_column], train[label_column], self.label_separator
+            )
+            rank_zero_info(f"model.problem_type inferred from the training labels: {self.problem_type}")
+        to_label = self._label_normaliser()
 
         def normalise(example: dict[str, Any]) -> dict[str, Any]:
-            return {"text": join_text_columns(example, columns, separator), "label": str(example[label_column])}
+            return {"text": join_text_columns(example, columns, separator), "label": to_label(example[label_column])}
+
+        label_feature = {
+            "single_label_classification": datasets.Value("string"),
+            "multi_label_classification": datasets.List(datasets.Value("string")),
+            "regression": datasets.Value("float64"),
+        }[self.problem_type]
+
+        def output_features(ds: datasets.Dataset) -> datasets.Features:
+            # explicit, so a batch of only empty label lists cannot be typed as list<null>
+            kept = {k: v for k, v in ds.features.items() if k not in ("text", "label")}
+            return datasets.Features({**kept, "text": datasets.Value("string"), "label": label_feature})
 
         raw = datasets.DatasetDict(
             {
-                split: ds.map(normalise, remove_columns=[c for c in ds.column_names if c in ("text", "label")])
+                split: ds.map(
+                    normalise,
+                    remove_columns=[c for c in ds.column_names if c in ("text", "label")],
+                    features=output_features(ds),
+                )
                 for split, ds in raw.items()
             }
         )
         for split, ds in raw.items():
             if len(ds) == 0:
                 raise UserError(f"the {split} split of {self.describe_source()} is empty")
-        self.label_names = sort_labels(set(raw["train"]["label"]))
-        if len(self.label_names) < 2:
-            raise UserError(
-                f"the training labels hold one class only ({self.label_names[0]}); check data.label_column"
+        self.label_names = self._label_names(raw)
+        if "validation" not in raw:
+            raw["train"], raw["validation"] = (
+                self._stratified_split(raw["train"])
+                if self.problem_type == "single_label_classification"
+                else self._random_split(raw["train"])
             )
+        self.raw = raw
+
+    def _label_normaliser(self) -> Callable[[Any], Any]:
+        """Raw label cell -> str (single-label), list[str] (multi-label) or float (regression)."""
+        problem_type, separator, source = self.problem_type, self.label_separator, self.describe_source()
+        if problem_type == "multi_label_classification":
+            return functools.partial(split_labels, separator=separator)
+        if problem_type == "regression":
+
+            def to_float(value: Any) -> float:
+                try:
+                    return float(value)
+                except (TypeError, ValueError):
+                    raise UserError(
+                        f"label {value!r} of {source} is not a number, but model.problem_type=regression; "
+                        "fix data.label_column or model.problem_type"
+                    ) from None
+
+            return to_float
+
+        def to_str(value: Any) -> str:
+            if isinstance(value, list | tuple):
+                raise UserError(
+                    f"label {value!r} of {source} is a list; set model.problem_type=multi_label_classification"
+                )
+            return str(value)
+
+        return to_str
+
+    def _label_names(self, raw: datasets.DatasetDict) -> list[str]:
+        """Sorted training label names (their union for multi-label); unseen eval labels are an error."""
+        if self.problem_type == "regression":
+            return [REGRESSION_LABEL]
+        multi = self.problem_type == "multi_label_classification"
+
+        def labels_of(split: str) -> set[str]:
+            column = raw[split]["label"]
+            return {name for row in column for name in row} if multi else set(column)
+
+        names = sort_labels(labels_of("train"))
+        if len(names) < (1 if multi else 2):
+            found = names[0] if names else "none"
+            raise UserError(f"the training labels hold one class only ({found}); check data.label_column")
         for split in ("validation", "test"):
             if split in raw:
-                unseen = sorted(set(raw[split]["label"]) - set(self.label_names))
+                unseen = sorted(labels_of(split) - set(names))
                 if unseen:
                     raise UserError(
                         f"labels {unseen} appear in the {split} split but not in train "
-                        f"(train labels: {self.label_names}); fix {self.describe_source()}"
+                        f"(train labels: {names}); fix {self.describe_source()}"
                     )
-        if "validation" not in raw:
-            raw["train"], raw["validation"] = self._stratified_split(raw["train"])
-        self.raw = raw
+        return names
+
+    def _random_split(self, train: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:
+        """Seeded validation split of train (multi-label and regression cannot be stratified)."""
+        parts = train.train_test_split(test_size=self.val_fraction, seed=self.seed)
+        return parts["train"], parts["test"]
 
     def _stratified_split(self, train: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:
         """Seeded validation split of train that keeps the class proportions."""
@@ -153,6 +259,38 @@ class TextClassificationDataModule(L.LightningDataModule):
     def label2id(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.label_names)}
 
+    def label_encoder(self) -> Callable[[Any], Any]:
+        """Normalised label -> model target: class id, multi-hot float vector, or float."""
+        label2id = self.label2id
+        if self.problem_type == "multi_label_classification":
+
+            def multi_hot(names: list[str]) -> list[float]:
+                target = [0.0] * len(label2id)
+                for name in names:
+                    target[label2id[name]] = 1.0
+                return target
+
+            return multi_hot
+        if self.problem_type == "regression":
+            return float
+        return label2id.__getitem__
+
+    def label_counts(self) -> list[float]:
+        """Training examples per label (positives per label for multi-label): for class_weights=auto."""
+        self.prepare_raw()
+        counts = [0.0] * len(self.label_names)
+        encode = self.label_encoder()
+        for label in self.raw["train"]["label"]:
+            if self.problem_type == "multi_label_classification":
+                counts = [c + v for c, v in zip(counts, encode(label), strict=True)]
+            else:
+                counts[encode(label)] += 1.0
+        return counts
+
+    def num_train_examples(self) -> int:
+        self.prepare_raw()
+        return len(self.raw["train"])
+
     def train_texts(self) -> list[str]:
         self.prepare_raw()
         return list(self.raw["train"]["text"])
@@ -170,12 +308,13 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.prepare_raw()
         tokenizer, max_length, label2id = self.tokenizer, self.max_length, self.label2id
         tok_key = tokenizer_fingerprint(tokenizer)
+        encode_label = self.label_encoder()
 
         def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
             enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
             return {
                 "input_ids": enc["input_ids"],
-                "labels": [label2id[label] for label in batch["label"]],
+                "labels": [encode_label(label) for label in batch["label"]],
                 "row": indices,
                 "length": [len(ids) for ids in enc["input_ids"]],
             }
@@ -183,7 +322,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         tokenized = {}
         for split, ds in self.raw.items():
             fingerprint = hashlib.sha1(
-                f"{ds._fingerprint}|{tok_key}|{max_length}|{sorted(label2id.items())}".encode()
+                f"{ds._fingerprint}|{tok_key}|{max_length}|{sorted(label2id.items())}|{self.problem_type}".encode()
             ).hexdigest()[:16]
             tokenized[split] = ds.map(
                 encode,

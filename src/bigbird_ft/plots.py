@@ -1,0 +1,74 @@
+"""Confusion-matrix figures: a PNG in the run dir and an image for loggers that take images."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .io_utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def confusion_figure(matrix: torch.Tensor, labels: Sequence[str], title: str) -> Any:
+    """A matplotlib figure of counts (rows = true label, columns = predicted)."""
+    # a bare Figure (no pyplot): no GUI backend, no global state, safe on a headless node
+    from matplotlib.figure import Figure
+
+    size = max(4.0, 0.6 * len(labels) + 2.0)
+    fig = Figure(figsize=(size, size))
+    ax = fig.add_subplot()
+    counts = matrix.numpy()
+    ax.imshow(counts, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels=labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels=labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    threshold = counts.max() / 2 if counts.size else 0
+    for (row, col), value in _cells(counts):
+        ax.text(col, row, str(int(value)), ha="center", va="center",
+                color="white" if value > threshold else "black")
+    fig.tight_layout()
+    return fig
+
+
+def _cells(counts: Any) -> list[tuple[tuple[int, int], float]]:
+    return [((r, c), counts[r, c]) for r in range(counts.shape[0]) for c in range(counts.shape[1])]
+
+
+def log_figure(loggers: Sequence[Any], tag: str, fig: Any, step: int) -> None:
+    """W&B-style ``log_image`` where present, TensorBoard's ``add_figure`` otherwise; CSV gets none."""
+    for logger in loggers:
+        try:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key=tag, images=[fig], step=step)
+            elif hasattr(getattr(logger, "experiment", None), "add_figure"):
+                logger.experiment.add_figure(tag, fig, global_step=step)
+        except Exception as err:  # a logger's image upload must never end a training run
+            log.warning(f"could not log {tag} to {type(logger).__name__}: {err}")
+
+
+def save_confusion_matrix(
+    matrix: torch.Tensor,
+    labels: Sequence[str],
+    run_dir: str | Path,
+    stage: str,
+    loggers: Sequence[Any] = (),
+    step: int = 0,
+) -> Path | None:
+    """Write ``confusion_matrix_<stage>.png`` atomically into ``run_dir`` and log it as an image."""
+    try:
+        fig = confusion_figure(matrix, labels, f"{stage} confusion matrix")
+    except ImportError:
+        log.info("matplotlib is not installed: no confusion-matrix PNG (pip install matplotlib)")
+        return None
+    target = Path(run_dir) / f"confusion_matrix_{stage}.png"
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    log_figure(loggers, f"{stage}/confusion_matrix", fig, step)
+    return target

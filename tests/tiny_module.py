@@ -1,0 +1,48 @@
+"""A tiny BigBirdClassifier of any problem type, head and optim recipe (for the issue-5 tests)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .conftest import TINY_MODEL
+
+SINGLE = "single_label_classification"
+MULTI = "multi_label_classification"
+REGRESSION = "regression"
+
+
+def build_tiny(
+    tokenizer: Any,
+    *,
+    head: str = "cls",
+    problem_type: str = SINGLE,
+    num_labels: int = 3,
+    attention: str = "hf_full",
+    model_extra: dict[str, Any] | None = None,
+    optim: dict[str, Any] | None = None,
+    num_layers: int = 2,
+):
+    """Same shape as conftest's make_classifier, plus problem type / loss / optimizer options."""
+    from bigbird_ft.attention import build_backend
+    from bigbird_ft.encoder import make_encoder_config
+    from bigbird_ft.module import BigBirdClassifier
+
+    model = copy.deepcopy(TINY_MODEL)
+    model["config"]["num_hidden_layers"] = num_layers
+    model.update(model_extra or {})
+    backend = build_backend(attention, block_size=16, num_random_blocks=2)
+    encoder_config = make_encoder_config(model, tokenizer, backend.hf_attention_type)
+    id2label = {0: "prediction"} if problem_type == REGRESSION else {i: f"l{i}" for i in range(num_labels)}
+    module = BigBirdClassifier(
+        model=model,
+        attention={"name": attention},
+        head={"name": head, "dropout": 0.0},
+        optim={"lr": 1e-3, **(optim or {})},
+        id2label=id2label,
+        encoder_config=encoder_config,
+        problem_type=problem_type,
+        data={"max_length": 512, "pad_to_multiple_of": 16, "text_column": "text"},
+    )
+    module.tokenizer = tokenizer
+    return module
