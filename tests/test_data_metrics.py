@@ -8,7 +8,7 @@ import torch
 def test_training_step_logs_pad_efficiency_and_tokens_per_sec(make_classifier, monkeypatch):
     module = make_classifier(num_labels=2)
     logged: dict[str, float] = {}
-    monkeypatch.setattr(module, "log", lambda name, value, **kwargs: logged.__setitem__(name, float(value)))
+    monkeypatch.setattr(module, "log", lambda name, value, **kwargs: logged.__setitem__(name, float(torch.as_tensor(value).detach())))
     mask = torch.ones(2, 64, dtype=torch.long)
     mask[0, 48:] = 0
     batch = {"input_ids": torch.randint(5, 50, (2, 64)) * mask, "attention_mask": mask,
