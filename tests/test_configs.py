@@ -32,7 +32,7 @@ GROUP_OPTIONS = [
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
 def test_every_option_composes_and_resolves(group, option):
-    extra = ["data.train_file=x.csv"] if option in ("files", "hyperpartisan_base") else []
+    extra = ["data.train_file=x.csv"] if option == "files" else []
     cfg = compose_train([f"{group}={option}", *extra])
     OmegaConf.resolve(cfg)
     assert cfg.attention.name in ("hf_full", "hf_block_sparse", "sdpa", "block_sparse", "flex")

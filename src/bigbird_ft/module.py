@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -233,8 +234,17 @@ class BigBirdClassifier(L.LightningModule):
             )
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        started = time.perf_counter()
         loss, _ = self._step(batch)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["labels"]))
+        # padding waste and throughput: real tokens / padded tokens; real tokens per second measured
+        # from the previous batch's start to this one's (so it covers forward, backward and step)
+        real_tokens = batch["attention_mask"].sum().float()
+        self.log("train/pad_efficiency", real_tokens / batch["attention_mask"].numel(), batch_size=len(batch["labels"]))
+        previous = getattr(self, "_previous_batch", None)
+        if batch_idx > 0 and previous is not None:
+            self.log("train/tokens_per_sec", previous[1] / (started - previous[0]), batch_size=len(batch["labels"]))
+        self._previous_batch = (started, real_tokens.detach())
         return loss
 
     def on_train_start(self) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,8 +20,10 @@ from transformers import PreTrainedTokenizerBase
 from ..errors import UserError
 from .collate import BlockPaddingCollator
 from .sampler import LengthBucketBatchSampler
+from .validation import check_rows
 
 datasets.disable_progress_bars()
+log = logging.getLogger(__name__)
 
 
 def join_text_columns(example: dict[str, Any], columns: Sequence[str], separator: str) -> str:
@@ -29,7 +34,12 @@ def join_text_columns(example: dict[str, Any], columns: Sequence[str], separator
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """A stable identity for the token cache (hashing the tokenizer object is not stable)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    blob = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    if backend is None:
+        blob = repr(sorted(tokenizer.get_vocab().items()))
+    else:
+        # calling the tokenizer with truncation/padding stores them in the backend: not its identity
+        state = json.loads(backend.to_str())
+        blob = json.dumps({k: v for k, v in state.items() if k not in ("truncation", "padding")}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -89,6 +99,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         cache_dir: str = "data/cache",
         label_separator: str | None = None,
         problem_type: str | None = None,
+        drop_empty: bool = False,
     ) -> None:
         super().__init__()
         self.max_length = int(max_length)
@@ -104,6 +115,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.label_column = label_column
         self.text_separator = text_separator
         self.cache_dir = Path(cache_dir)
+        self.drop_empty = bool(drop_empty)  # empty texts: an error, or dropped with a count when true
         self.raw: datasets.DatasetDict | None = None
         self.tokenized: datasets.DatasetDict | None = None
         self.tokenizer: PreTrainedTokenizerBase | None = None
@@ -136,6 +148,7 @@ class TextClassificationDataModule(L.LightningDataModule):
                     f"column '{missing[0]}' not in the {split} split of {self.describe_source()} "
                     f"(columns: {', '.join(ds.column_names)}); set {key}"
                 )
+        raw = datasets.DatasetDict({split: self._check_rows(split, ds) for split, ds in raw.items()})
         columns, separator, label_column = self.text_columns, self.text_separator, self.label_column
         if self.problem_type is None:
             train = raw["train"]
@@ -237,6 +250,11 @@ class TextClassificationDataModule(L.LightningDataModule):
         parts = train.train_test_split(test_size=self.val_fraction, seed=self.seed)
         return parts["train"], parts["test"]
 
+    def _check_rows(self, split: str, ds: datasets.Dataset) -> datasets.Dataset:
+        """Missing labels and empty texts end the run with their row numbers (see validation.py)."""
+        return check_rows(ds, split, self.describe_source(), self.text_columns, self.label_column, self.drop_empty,
+                          blank_is_label=self.label_separator is not None)
+
     def _stratified_split(self, train: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:
         """Seeded validation split of train that keeps the class proportions."""
         encoded = train.class_encode_column("label")
@@ -309,6 +327,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         tokenizer, max_length, label2id = self.tokenizer, self.max_length, self.label2id
         tok_key = tokenizer_fingerprint(tokenizer)
         encode_label = self.label_encoder()
+        started = time.perf_counter()
 
         def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
             enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
@@ -334,6 +353,10 @@ class TextClassificationDataModule(L.LightningDataModule):
                 desc=f"tokenizing {split}",
             )
         self.tokenized = datasets.DatasetDict(tokenized)
+        # a cache hit (same data fingerprint, tokenizer and max_length) shows as a near-zero time
+        files = self.tokenized["train"].cache_files
+        log.info("token ids ready in %.2fs (%s)", time.perf_counter() - started,
+                 f"cached in {Path(files[0]['filename']).parent}" if files else "in memory, not cached")
 
     # ----------------------------------------------------------- dataloaders
     def collator(self) -> BlockPaddingCollator:

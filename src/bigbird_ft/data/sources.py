@@ -1,7 +1,14 @@
-"""The ``data=`` options that read text: generated (synthetic) and local files."""
+"""The ``data=`` options: generated (synthetic), local files, the datasets hub, Hyperpartisan, PEPs.
+
+Every option returns datasets with cache files on disk (never in-memory ones), so that the
+tokenization in ``TextClassificationDataModule.setup`` is cached by datasets and a second run
+with the same data, tokenizer and max_length skips it.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -9,8 +16,10 @@ from typing import Any
 import datasets
 
 from ..errors import UserError
+from ..io_utils import atomic_dir
 from .datamodule import TextClassificationDataModule
 from .synthetic import SyntheticSpec, generate
+from .validation import check_file
 
 FILE_LOADERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -78,6 +87,7 @@ class FilesDataModule(TextClassificationDataModule):
                 )
             if path.stat().st_size == 0:
                 raise UserError(f"file is empty: {path}; fix {key}")
+            check_file(path, key)
             try:
                 splits[split] = datasets.load_dataset(
                     loader, data_files=str(path), split="train", cache_dir=str(self.cache_dir / "datasets")
@@ -88,6 +98,97 @@ class FilesDataModule(TextClassificationDataModule):
         return datasets.DatasetDict(splits)
 
 
+def decode_class_labels(ds: datasets.Dataset, column: str) -> datasets.Dataset:
+    """Integer ClassLabel columns (as hub datasets store them) become their names."""
+    feature = ds.features.get(column)
+    if not isinstance(feature, datasets.ClassLabel):
+        return ds
+    names = feature.names
+
+    def decode(batch: dict[str, list]) -> dict[str, list]:
+        return {column: [names[i] if i is not None and i >= 0 else None for i in batch[column]]}
+
+    return ds.cast_column(column, datasets.Value("int64")).map(decode, batched=True)
+
+
+class HubDataModule(TextClassificationDataModule):
+    """data=hub: ``datasets.load_dataset(name, config_name)``, then the same pipeline as files."""
+
+    def __init__(
+        self,
+        name: str,
+        config_name: str | None = None,
+        revision: str | None = None,
+        splits: dict[str, str | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.name = name
+        self.config_name = config_name
+        self.revision = revision
+        # our split -> the hub split; a missing validation split is cut from train (data.val_fraction)
+        self.splits = dict(splits or {"train": "train", "validation": "validation", "test": "test"})
+
+    def describe_source(self) -> str:
+        config = f", data.config_name={self.config_name}" if self.config_name else ""
+        return f"data.name={self.name}{config}"
+
+    def load_splits(self) -> datasets.DatasetDict:
+        if not self.name:
+            raise UserError("data=hub needs a dataset name; set data.name")
+        try:
+            loaded = datasets.load_dataset(
+                self.name, self.config_name, revision=self.revision, cache_dir=str(self.cache_dir / "datasets")
+            )
+        except Exception as err:  # offline, unknown name, bad config: many exception types, one message
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise UserError(
+                f"cannot load hub dataset data.name={self.name} config_name={self.config_name} ({reason}); "
+                "check data.name / data.config_name and the network (HF_DATASETS_OFFLINE)"
+            ) from None
+        if not isinstance(loaded, datasets.DatasetDict):
+            loaded = datasets.DatasetDict({"train": loaded})
+        splits = {}
+        for ours, theirs in self.splits.items():
+            if theirs is None or theirs not in loaded:
+                if ours == "train":
+                    raise UserError(
+                        f"{self.describe_source()} has no split '{theirs}' (splits: {', '.join(loaded)}); "
+                        "set data.splits.train"
+                    )
+                continue
+            splits[ours] = decode_class_labels(loaded[theirs], self.label_column)
+        return datasets.DatasetDict(splits)
+
+
+def files_digest(paths: Sequence[Path]) -> str:
+    """Content hash of source files: the key of their parsed (cached) form."""
+    digest = hashlib.sha1()
+    for path in paths:
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def cached_parse(
+    folder: Path, build: Callable[[], dict[str, list[dict[str, Any]]]]
+) -> datasets.DatasetDict:
+    """Parse once, save with ``save_to_disk``, and always return the on-disk (memory-mapped) copy.
+
+    ``Dataset.from_list`` gives an in-memory dataset without cache files, for which datasets'
+    ``map`` never caches: without this, every run would tokenize the corpus again.
+    """
+    if not (folder / "dataset_dict.json").exists():
+        rows = build()
+        with atomic_dir(folder) as tmp:
+            datasets.DatasetDict({split: datasets.Dataset.from_list(r) for split, r in rows.items()}).save_to_disk(
+                str(tmp)
+            )
+    return datasets.load_from_disk(str(folder))
+
+
+HYPERPARTISAN_PARSER_VERSION = 1
 HYPERPARTISAN_FILES = {
     "train": ("articles-training-byarticle-20181122.xml", "ground-truth-training-byarticle-20181122.xml"),
     "test": ("articles-test-byarticle-20181207.xml", "ground-truth-test-byarticle-20181207.xml"),
@@ -120,13 +221,22 @@ class HyperpartisanDataModule(TextClassificationDataModule):
         return f"data.dir={self.dir}"
 
     def load_splits(self) -> datasets.DatasetDict:
-        splits = {}
-        for split, (articles, truth) in HYPERPARTISAN_FILES.items():
+        paths = []
+        for articles, truth in HYPERPARTISAN_FILES.values():
             for name in (articles, truth):
                 if not (self.dir / name).is_file():
                     raise UserError(f"{self.dir / name} not found; set data.dir to the Hyperpartisan folder")
-            splits[split] = datasets.Dataset.from_list(read_hyperpartisan(self.dir / articles, self.dir / truth))
-        return datasets.DatasetDict(splits)
+                paths.append(self.dir / name)
+
+        def parse() -> dict[str, list[dict[str, Any]]]:
+            return {
+                split: read_hyperpartisan(self.dir / articles, self.dir / truth)
+                for split, (articles, truth) in HYPERPARTISAN_FILES.items()
+            }
+
+        # the parser version is part of the key: a change to read_hyperpartisan re-parses
+        key = f"hyperpartisan-v{HYPERPARTISAN_PARSER_VERSION}-{files_digest(paths)}"
+        return cached_parse(self.cache_dir / "parsed" / key, parse)
 
 
 class PepsDataModule(TextClassificationDataModule):
