@@ -22,6 +22,7 @@ Limits (torch 2.13):
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -113,7 +114,10 @@ class FlexSelfAttention(BlockSparseSelfAttention):
         )
         flex = _flex_fn(query.device, self.compile_on_cpu)
         # flex computes the softmax in fp32 internally for bf16/fp16 inputs
-        out = flex(query, key, value, score_mod=score_mod, block_mask=block_mask)
+        with warnings.catch_warnings():
+            # the uncompiled CPU path is deliberate (see the module docstring)
+            warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+            out = flex(query, key, value, score_mod=score_mod, block_mask=block_mask)
         if not ctx.all_valid:
             out = out * key_valid[:, None, :, None].to(out.dtype)
         return out
