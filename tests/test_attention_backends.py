@@ -12,6 +12,7 @@ from transformers import BigBirdConfig, BigBirdModel
 
 from bigbird_ft.attention import build_backend
 from bigbird_ft.attention.base import AttentionBackend
+from bigbird_ft.attention.kernels import _drop_mask, dropout_attention, mask_to_bias
 from bigbird_ft.attention.plan import resampled_plan
 from bigbird_ft.errors import UserError
 
@@ -279,6 +280,40 @@ def test_attention_dropout_applied_in_training_only(name: str) -> None:
         eval_b = backend.encode(ours, ids, mask)
     assert (train_a - train_b).abs().max() > 1e-3
     assert torch.equal(eval_a, eval_b)
+
+
+@pytest.mark.parametrize("gathered", [False, True], ids=["dense", "gathered"])
+def test_dropout_kernel_matches_autograd_reference(gathered: bool) -> None:
+    """Our recomputing dropout-attention kernel vs plain autograd with the same dropout mask."""
+    torch.manual_seed(0)
+    batch, groups, q_len, dim, p = 2, 3, 4, 8, 0.3
+    opts = {"dtype": torch.float64, "requires_grad": True}
+    query = torch.randn(batch, groups, q_len, dim, **opts)
+    if gathered:
+        key, value = torch.randn(batch, 5, 4, dim, **opts), torch.randn(batch, 5, 4, dim, **opts)
+        index = torch.randint(0, 5, (groups * 3,))
+    else:
+        key, value = torch.randn(batch, groups, 12, dim, **opts), torch.randn(batch, groups, 12, dim, **opts)
+        index = None
+    bias = mask_to_bias(torch.rand(batch, groups, 1, 12) > 0.3)
+    grad_out = torch.randn(batch, groups, q_len, dim, dtype=torch.float64)
+
+    torch.manual_seed(5)
+    out = dropout_attention(query, key, value, bias, p, index=index)
+    grads = torch.autograd.grad(out, (query, key, value), grad_out)
+
+    keys, values = key, value
+    if index is not None:
+        keys = key.index_select(1, index).view(batch, groups, -1, dim)
+        values = value.index_select(1, index).view(batch, groups, -1, dim)
+    probs = ((query @ keys.transpose(-1, -2)).float() * dim**-0.5 + bias).softmax(-1)
+    torch.manual_seed(5)
+    drop, rescale = _drop_mask(torch.Size((batch * groups, q_len, 12)), p, probs.device)
+    expected = (probs * ~drop.view(probs.shape) * rescale).double() @ values
+    expected_grads = torch.autograd.grad(expected, (query, key, value), grad_out)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_block_sparse_builds_no_n_by_n_tensor() -> None:

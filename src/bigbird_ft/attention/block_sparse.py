@@ -29,7 +29,14 @@ from torch import nn
 from transformers import BigBirdConfig
 
 from ..errors import UserError
-from .patched import AttentionContext, PatchedBackend, PatchedSelfAttention, dense_attention
+from .kernels import dropout_attention, mask_to_bias
+from .patched import (
+    AttentionContext,
+    PatchedBackend,
+    PatchedSelfAttention,
+    dense_attention,
+    use_own_dropout_kernel,
+)
 from .plan import hf_random_plan, key_block_table, resampled_plan
 from .registry import register_backend
 
@@ -60,9 +67,11 @@ def block_sparse_attention(
     # is index_add, cheap on CPU and GPU)
     flat_index = (index + torch.arange(heads, device=index.device)[:, None, None] * num_blocks).reshape(-1)
 
+    def blocks(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.reshape(batch, heads * num_blocks, block_size, dim)
+
     def gather(tensor: torch.Tensor) -> torch.Tensor:
-        blocks = tensor.reshape(batch, heads * num_blocks, block_size, dim)
-        return blocks.index_select(1, flat_index).view(batch, heads * rows, slots * block_size, dim)
+        return blocks(tensor).index_select(1, flat_index).view(batch, heads * rows, slots * block_size, dim)
 
     middle_query = query[:, :, block_size:-block_size].reshape(batch, heads * rows, block_size, dim)
     slot_mask = slot_valid[:, :, None].expand(rows, slots, block_size)
@@ -72,14 +81,21 @@ def block_sparse_attention(
         key_blocks = ctx.key_valid.view(batch, num_blocks, block_size)
         mask = key_blocks[:, index] & slot_mask  # (B, H, rows, slots, block)
         mask = mask.view(batch, heads * rows, 1, slots * block_size)
-    middle_out = F.scaled_dot_product_attention(
-        middle_query, gather(key), gather(value), attn_mask=mask, dropout_p=dropout_p
-    ).view(batch, heads, rows * block_size, dim)
+    if use_own_dropout_kernel(query, dropout_p):
+        # gathers inside, and keeps only the un-gathered keys/values for backward
+        middle_out = dropout_attention(
+            middle_query, blocks(key), blocks(value), mask_to_bias(mask), dropout_p, index=flat_index
+        )
+    else:
+        middle_out = F.scaled_dot_product_attention(
+            middle_query, gather(key), gather(value), attn_mask=mask, dropout_p=dropout_p
+        )
+    middle_out = middle_out.view(batch, heads, rows * block_size, dim)
 
     out = torch.cat([global_out[:, :, :block_size], middle_out, global_out[:, :, block_size:]], dim=2)
     if not ctx.all_valid:
         # HF zeroes the context of padded queries (its from_mask); keeps padded outputs identical
-        out = out * ctx.key_valid[:, None, :, None].to(out.dtype)
+        out = out.mul_(ctx.key_valid[:, None, :, None].to(out.dtype))
     return out
 
 

@@ -24,6 +24,7 @@ from transformers import BigBirdConfig, BigBirdModel
 
 from ..errors import UserError
 from .base import AttentionBackend
+from .kernels import dropout_attention, mask_to_bias
 
 #: name of the keyword argument carrying the AttentionContext through HF's modules
 CONTEXT_KWARG = "bigbird_ft_attention"
@@ -49,7 +50,14 @@ def dense_attention(
 ) -> torch.Tensor:
     """Full attention with a (B, 1, 1, N) key-padding mask, broadcast inside the kernel."""
     mask = None if ctx.all_valid else ctx.key_valid[:, None, None, :]
+    if use_own_dropout_kernel(query, dropout_p):
+        return dropout_attention(query, key, value, None if mask is None else mask_to_bias(mask), dropout_p)
     return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p)
+
+
+def use_own_dropout_kernel(query: torch.Tensor, dropout_p: float) -> bool:
+    """CPU SDPA has no fused kernel with dropout (its math fallback keeps 3 score-sized tensors)."""
+    return dropout_p > 0 and query.device.type == "cpu"
 
 
 class PatchedSelfAttention(nn.Module):
