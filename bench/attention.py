@@ -96,12 +96,13 @@ def run_one(backend_name: str, length: int, steps: int, device: str, dropout: fl
         base = _maxrss_mib()
     step()  # warm-up (includes plan building and, for flex on GPU, compilation)
     sync()
-    times = []
+    times, cpu_times = [], []
     for _ in range(steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         step()
         sync()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     if cuda:
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
@@ -112,6 +113,8 @@ def run_one(backend_name: str, length: int, steps: int, device: str, dropout: fl
         "mode": "forward" if forward_only else "forward+backward",
         "times_s": times,
         "median_s": statistics.median(times),
+        "cpu_times_s": cpu_times,
+        "median_cpu_s": statistics.median(cpu_times),
         "peak_mem_mib": peak,
         "baseline_mem_mib": base / 2**20 if cuda else base,
     }
@@ -152,26 +155,33 @@ def add_ratios(results: list[dict[str, Any]]) -> None:
         if ref is None or "median_s" not in r:
             continue
         r["time_ratio_vs_hf_block_sparse"] = r["median_s"] / ref["median_s"]
+        r["cpu_time_ratio_vs_hf_block_sparse"] = r["median_cpu_s"] / ref["median_cpu_s"]
         if ref["peak_mem_mib"] > 0:
             r["mem_ratio_vs_hf_block_sparse"] = r["peak_mem_mib"] / ref["peak_mem_mib"]
 
 
 def table(results: list[dict[str, Any]]) -> str:
     head = (
-        f"{'backend':16} {'n':>5} {'mode':16} {'median s':>9} {'peak MiB':>9} {'t/hf_bs':>8} {'m/hf_bs':>8}"
+        f"{'backend':16} {'n':>5} {'mode':16} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9} "
+        f"{'wall/hf_bs':>10} {'cpu/hf_bs':>9} {'mem/hf_bs':>9}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         if "error" in r:
             lines.append(f"{r['backend']:16} {r['length']:>5} error: {r['error']}")
             continue
-        t_ratio = r.get("time_ratio_vs_hf_block_sparse")
-        m_ratio = r.get("mem_ratio_vs_hf_block_sparse")
-        t_text = "" if t_ratio is None else f"{t_ratio:.2f}"
-        m_text = "" if m_ratio is None else f"{m_ratio:.2f}"
+        ratios = [
+            "" if r.get(key) is None else f"{r[key]:.2f}"
+            for key in (
+                "time_ratio_vs_hf_block_sparse",
+                "cpu_time_ratio_vs_hf_block_sparse",
+                "mem_ratio_vs_hf_block_sparse",
+            )
+        ]
         lines.append(
-            f"{r['backend']:16} {r['length']:>5} {r['mode']:16} {r['median_s']:>9.3f} "
-            f"{r['peak_mem_mib']:>9.0f} {t_text:>8} {m_text:>8}"
+            f"{r['backend']:16} {r['length']:>5} {r['mode']:16} {r['median_s']:>8.2f} "
+            f"{r['median_cpu_s']:>8.2f} {r['peak_mem_mib']:>9.0f} "
+            f"{ratios[0]:>10} {ratios[1]:>9} {ratios[2]:>9}"
         )
     return "\n".join(lines)
 
@@ -185,7 +195,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
     except ImportError:
         print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
         return False
-    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax_time, ax_cpu, ax_mem) = plt.subplots(1, 3, figsize=(16, 4.5))
     for backend in ALL_BACKENDS:
         rows = sorted(
             (r for r in results if r["backend"] == backend and "median_s" in r), key=lambda r: r["length"]
@@ -195,8 +205,14 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
         label = backend + (" (forward only)" if rows[0]["mode"] == "forward" else "")
         lengths = [r["length"] for r in rows]
         ax_time.plot(lengths, [r["median_s"] for r in rows], marker="o", label=label)
+        ax_cpu.plot(lengths, [r["median_cpu_s"] for r in rows], marker="o", label=label)
         ax_mem.plot(lengths, [max(r["peak_mem_mib"], 1.0) for r in rows], marker="o", label=label)
-    for ax, ylabel in ((ax_time, "median step time (s)"), (ax_mem, "peak memory over baseline (MiB)")):
+    panels = (
+        (ax_time, "median step wall time (s)"),
+        (ax_cpu, "median step CPU time (s, all threads)"),
+        (ax_mem, "peak RSS over baseline (MiB)"),
+    )
+    for ax, ylabel in panels:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("sequence length n")
@@ -209,6 +225,35 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return True
+
+
+def meta_for(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
+    """How the numbers of one invocation were taken."""
+    return {
+        "command": " ".join(["python", *sys.argv]),
+        "backends": args.backends,
+        "lengths": args.lengths,
+        "device": args.device,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_end": os.getloadavg(),
+        "torch": torch.__version__,
+        "model": {**MODEL, "block_size": BLOCK_SIZE, "num_random_blocks": NUM_RANDOM_BLOCKS, "batch": BATCH},
+        "dropout": args.dropout,
+        "steps": args.steps,
+        "warmup_steps": 1,
+        "time": (
+            "median of timed steps, forward+backward (flex on CPU: forward only, no_grad); wall = "
+            "perf_counter, cpu = process_time (all threads; less sensitive to other load on the machine)"
+        ),
+        "memory": (
+            "CUDA max_memory_allocated minus allocation after build"
+            if args.device.startswith("cuda")
+            else "ru_maxrss (process peak RSS) after the steps minus ru_maxrss after model+input build"
+        ),
+        "reference": REFERENCE,
+    }
 
 
 def main() -> None:
@@ -227,6 +272,11 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per configuration")
     parser.add_argument("--out", type=Path, default=RESULTS / "attention.json")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other configurations already in --out (this run replaces its own)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -246,30 +296,18 @@ def main() -> None:
             results.append(result)
             shown = result.get("median_s", result.get("error"))
             print(f"{backend:16} n={length:<5} {shown}", flush=True)
+    runs = [meta_for(args, torch)]
+    if args.merge and args.out.exists():
+        previous = json.loads(args.out.read_text())
+        ran = {(r["backend"], r["length"]) for r in results}
+        kept = [r for r in previous["results"] if (r["backend"], r["length"]) not in ran]
+        results = sorted(kept + results, key=lambda r: (r["length"], ALL_BACKENDS.index(r["backend"])))
+        runs = previous.get("runs", [previous.get("meta")]) + runs
     add_ratios(results)
     print()
     print(table(results))
-    meta = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "device": args.device,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "model": {**MODEL, "block_size": BLOCK_SIZE, "num_random_blocks": NUM_RANDOM_BLOCKS, "batch": BATCH},
-        "dropout": args.dropout,
-        "steps": args.steps,
-        "warmup_steps": 1,
-        "time": "median of timed steps, forward+backward (flex on CPU: forward only, no_grad)",
-        "memory": (
-            "CUDA max_memory_allocated minus allocation after build"
-            if args.device.startswith("cuda")
-            else "ru_maxrss (process peak RSS) after the steps minus ru_maxrss after model+input build"
-        ),
-        "reference": REFERENCE,
-    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"runs": runs, "results": results}, indent=2) + "\n")
     print(f"\nwrote {args.out}")
     png = args.out.with_suffix(".png")
     if plot(results, png):
