@@ -1,6 +1,6 @@
 """Attention backends: importing this package registers every backend module."""
 
-from . import hf_block_sparse, hf_full  # noqa: F401  (registration side effects)
+from . import block_sparse, flex, hf_block_sparse, hf_full, sdpa  # noqa: F401  (registration side effects)
 from .base import AttentionBackend
 from .registry import available_backends, build_backend, register_backend
 

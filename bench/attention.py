@@ -1,0 +1,318 @@
+"""Training-step time and peak memory of every attention backend vs sequence length (CPU or GPU).
+
+Each (backend, length) runs in a fresh subprocess so that peak memory is that configuration's
+alone. Model: BigBird, hidden 256, 4 layers, 4 heads, block 64, r=3, batch 2, random init.
+One step = forward + backward of a linear probe on the last hidden state (flex on CPU:
+forward only, FlexAttention has no CPU backward). One warm-up step, then the median of --steps.
+
+Peak memory: on CPU ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` after the timed steps minus
+its value after the model and inputs were built (process high-water mark, so it includes
+allocator slack); on CUDA ``torch.cuda.max_memory_allocated`` minus the allocation after build.
+
+    python bench/attention.py                               # all backends, n = 1024..8192
+    python bench/attention.py --backends sdpa block_sparse --lengths 1024 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ALL_BACKENDS = ["hf_full", "hf_block_sparse", "sdpa", "block_sparse", "flex"]
+DEFAULT_LENGTHS = [1024, 2048, 4096, 8192]
+HF_FULL_DEFAULT_MAX = 4096  # beyond this hf_full takes minutes per step on CPU
+REFERENCE = "hf_block_sparse"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+MODEL = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024)
+BLOCK_SIZE = 64
+NUM_RANDOM_BLOCKS = 3
+BATCH = 2
+
+
+def _maxrss_mib() -> float:
+    # ru_maxrss is KiB on Linux, bytes on macOS
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def run_one(backend_name: str, length: int, steps: int, device: str, dropout: float) -> dict[str, Any]:
+    """One configuration, in this process (the worker side)."""
+    import torch
+    from transformers import BigBirdConfig, BigBirdModel
+
+    from bigbird_ft.attention import build_backend
+
+    torch.manual_seed(0)
+    backend = build_backend(backend_name, block_size=BLOCK_SIZE, num_random_blocks=NUM_RANDOM_BLOCKS)
+    config = BigBirdConfig(
+        vocab_size=1000,
+        max_position_embeddings=max(length, 4096),
+        block_size=BLOCK_SIZE,
+        num_random_blocks=NUM_RANDOM_BLOCKS,
+        attention_type=backend.hf_attention_type,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        pad_token_id=0,
+        **MODEL,
+    )
+    encoder = BigBirdModel(config, add_pooling_layer=False).to(device)
+    backend.attach(encoder)
+    encoder.train()
+    probe = torch.nn.Linear(config.hidden_size, 1).to(device)
+    ids = torch.randint(1, config.vocab_size, (BATCH, length), device=device)
+    mask = torch.ones(BATCH, length, dtype=torch.long, device=device)
+    mask[1, length - length // 4 :] = 0  # one row a quarter padded
+    ids[mask == 0] = 0
+    forward_only = device == "cpu" and not backend.supports_cpu_training
+    cuda = device.startswith("cuda")
+
+    def step() -> None:
+        if forward_only:
+            with torch.no_grad():
+                backend.encode(encoder, ids, mask)
+            return
+        encoder.zero_grad(set_to_none=True)
+        hidden = backend.encode(encoder, ids, mask)
+        probe(hidden).float().mean().backward()
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _maxrss_mib()
+    step()  # warm-up (includes plan building and, for flex on GPU, compilation)
+    sync()
+    times, cpu_times = [], []
+    for _ in range(steps):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+    if cuda:
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak = _maxrss_mib() - base
+    return {
+        "backend": backend_name,
+        "length": length,
+        "mode": "forward" if forward_only else "forward+backward",
+        "times_s": times,
+        "median_s": statistics.median(times),
+        "cpu_times_s": cpu_times,
+        "median_cpu_s": statistics.median(cpu_times),
+        "peak_mem_mib": peak,
+        "baseline_mem_mib": base / 2**20 if cuda else base,
+    }
+
+
+def run_subprocess(backend: str, length: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Run one configuration in a fresh interpreter and parse its JSON line."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--backends",
+        backend,
+        "--lengths",
+        str(length),
+        "--steps",
+        str(args.steps),
+        "--device",
+        args.device,
+        "--dropout",
+        str(args.dropout),
+    ]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"backend": backend, "length": length, "error": " | ".join(tail)}
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["wall_s"] = time.perf_counter() - started
+    return result
+
+
+def add_ratios(results: list[dict[str, Any]]) -> None:
+    """time and memory of each configuration over hf_block_sparse's at the same length."""
+    reference = {r["length"]: r for r in results if r["backend"] == REFERENCE and "median_s" in r}
+    for r in results:
+        ref = reference.get(r["length"])
+        if ref is None or "median_s" not in r:
+            continue
+        r["time_ratio_vs_hf_block_sparse"] = r["median_s"] / ref["median_s"]
+        r["cpu_time_ratio_vs_hf_block_sparse"] = r["median_cpu_s"] / ref["median_cpu_s"]
+        if ref["peak_mem_mib"] > 0:
+            r["mem_ratio_vs_hf_block_sparse"] = r["peak_mem_mib"] / ref["peak_mem_mib"]
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = (
+        f"{'backend':16} {'n':>5} {'mode':16} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9} "
+        f"{'wall/hf_bs':>10} {'cpu/hf_bs':>9} {'mem/hf_bs':>9}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['backend']:16} {r['length']:>5} error: {r['error']}")
+            continue
+        ratios = [
+            "" if r.get(key) is None else f"{r[key]:.2f}"
+            for key in (
+                "time_ratio_vs_hf_block_sparse",
+                "cpu_time_ratio_vs_hf_block_sparse",
+                "mem_ratio_vs_hf_block_sparse",
+            )
+        ]
+        lines.append(
+            f"{r['backend']:16} {r['length']:>5} {r['mode']:16} {r['median_s']:>8.2f} "
+            f"{r['median_cpu_s']:>8.2f} {r['peak_mem_mib']:>9.0f} "
+            f"{ratios[0]:>10} {ratios[1]:>9} {ratios[2]:>9}"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+        return False
+    fig, (ax_time, ax_cpu, ax_mem) = plt.subplots(1, 3, figsize=(16, 4.5))
+    for backend in ALL_BACKENDS:
+        rows = sorted(
+            (r for r in results if r["backend"] == backend and "median_s" in r), key=lambda r: r["length"]
+        )
+        if not rows:
+            continue
+        label = backend + (" (forward only)" if rows[0]["mode"] == "forward" else "")
+        lengths = [r["length"] for r in rows]
+        ax_time.plot(lengths, [r["median_s"] for r in rows], marker="o", label=label)
+        ax_cpu.plot(lengths, [r["median_cpu_s"] for r in rows], marker="o", label=label)
+        ax_mem.plot(lengths, [max(r["peak_mem_mib"], 1.0) for r in rows], marker="o", label=label)
+    panels = (
+        (ax_time, "median step wall time (s)"),
+        (ax_cpu, "median step CPU time (s, all threads)"),
+        (ax_mem, "peak RSS over baseline (MiB)"),
+    )
+    for ax, ylabel in panels:
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length n")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_time.legend(fontsize=8)
+    fig.suptitle(
+        "BigBird attention backends: one training step, hidden 256, 4 layers, block 64, r=3, batch 2"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def meta_for(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
+    """How the numbers of one invocation were taken."""
+    return {
+        "command": " ".join(["python", *sys.argv]),
+        "backends": args.backends,
+        "lengths": args.lengths,
+        "device": args.device,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_end": os.getloadavg(),
+        "torch": torch.__version__,
+        "model": {**MODEL, "block_size": BLOCK_SIZE, "num_random_blocks": NUM_RANDOM_BLOCKS, "batch": BATCH},
+        "dropout": args.dropout,
+        "steps": args.steps,
+        "warmup_steps": 1,
+        "time": (
+            "median of timed steps, forward+backward (flex on CPU: forward only, no_grad); wall = "
+            "perf_counter, cpu = process_time (all threads; less sensitive to other load on the machine)"
+        ),
+        "memory": (
+            "CUDA max_memory_allocated minus allocation after build"
+            if args.device.startswith("cuda")
+            else "ru_maxrss (process peak RSS) after the steps minus ru_maxrss after model+input build"
+        ),
+        "reference": REFERENCE,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backends", nargs="+", default=ALL_BACKENDS, choices=ALL_BACKENDS)
+    parser.add_argument("--lengths", nargs="+", type=int, default=DEFAULT_LENGTHS)
+    parser.add_argument(
+        "--steps", type=int, default=3, help="timed steps after one warm-up (median reported)"
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dropout", type=float, default=0.1, help="hidden and attention dropout")
+    parser.add_argument(
+        "--hf-full-max", type=int, default=HF_FULL_DEFAULT_MAX, help="skip hf_full above this length"
+    )
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per configuration")
+    parser.add_argument("--out", type=Path, default=RESULTS / "attention.json")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other configurations already in --out (this run replaces its own)",
+    )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        print(json.dumps(run_one(args.backends[0], args.lengths[0], args.steps, args.device, args.dropout)))
+        return
+
+    import torch
+
+    results = []
+    for length in args.lengths:
+        for backend in args.backends:
+            if backend == "hf_full" and length > args.hf_full_max:
+                print(f"skip hf_full n={length} (> --hf-full-max {args.hf_full_max})", flush=True)
+                continue
+            result = run_subprocess(backend, length, args)
+            results.append(result)
+            shown = result.get("median_s", result.get("error"))
+            print(f"{backend:16} n={length:<5} {shown}", flush=True)
+    runs = [meta_for(args, torch)]
+    if args.merge and args.out.exists():
+        previous = json.loads(args.out.read_text())
+        ran = {(r["backend"], r["length"]) for r in results}
+        kept = [r for r in previous["results"] if (r["backend"], r["length"]) not in ran]
+        results = sorted(kept + results, key=lambda r: (r["length"], ALL_BACKENDS.index(r["backend"])))
+        runs = previous.get("runs", [previous.get("meta")]) + runs
+    add_ratios(results)
+    print()
+    print(table(results))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"runs": runs, "results": results}, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    png = args.out.with_suffix(".png")
+    if plot(results, png):
+        print(f"wrote {png}")
+
+
+if __name__ == "__main__":
+    main()
