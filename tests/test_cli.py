@@ -22,9 +22,11 @@ def test_train_debug_fdr_writes_run_dir(tmp_path):
     assert f"Output dir: {run}" in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("attention", ["hf_full", "hf_block_sparse"])
-@pytest.mark.parametrize("head", ["cls", "mean", "max", "pooler", "attention"])
-def test_fast_dev_run_every_head_and_backend(tmp_path, head, attention):
+CPU_TRAINABLE_BACKENDS = ["hf_full", "hf_block_sparse", "sdpa", "block_sparse"]
+HEADS = ["cls", "mean", "max", "pooler", "attention"]
+
+
+def fast_dev_run(tmp_path, head: str, attention: str) -> None:
     from bigbird_ft.training import train
 
     overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("hydra.")]
@@ -37,6 +39,30 @@ def test_fast_dev_run_every_head_and_backend(tmp_path, head, attention):
     value = train(cfg)
     assert 0.0 <= value <= 1.0
     assert (tmp_path / "out" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("head", "attention"),
+    [(h, "block_sparse") for h in HEADS] + [("cls", a) for a in CPU_TRAINABLE_BACKENDS if a != "block_sparse"],
+)
+def test_fast_dev_run_every_head_and_every_backend(tmp_path, head, attention):
+    fast_dev_run(tmp_path, head, attention)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attention", CPU_TRAINABLE_BACKENDS)
+@pytest.mark.parametrize("head", HEADS)
+def test_fast_dev_run_every_head_by_every_backend(tmp_path, head, attention):
+    fast_dev_run(tmp_path, head, attention)
+
+
+def test_flex_training_on_cpu_stops_with_one_line(tmp_path):
+    result = run_script("train.py", ["debug=fdr", "attention=flex", *tiny_overrides(tmp_path)])
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "attention=" in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_train_then_predict_round_trip_with_string_labels(tmp_path):
