@@ -11,11 +11,13 @@ import lightning as L
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.strategies import Strategy
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from .data.collate import BlockPaddingCollator
 from .data.datamodule import join_text_columns
+from .distributed import HydraDDPStrategy, gather_objects
 from .errors import UserError
 from .io_utils import atomic_path
 from .module import BigBirdClassifier
@@ -133,17 +135,52 @@ def predict(cfg: DictConfig) -> Path:
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
+        strategy=predict_strategy(cfg.get("strategy") or "auto"),
         precision=cfg.precision,
         logger=False,
         callbacks=[RichProgressBar()],
         enable_checkpointing=False,
     )
     outputs = trainer.predict(module, dataloaders=loader)
-    rows = torch.cat([o["row"] for o in outputs])
-    logits = torch.cat([o["logits"] for o in outputs])
+    rows, logits = gather_predictions(outputs, trainer.predict_loop.epoch_batch_indices[0], len(features))
+    if not trainer.is_global_zero:
+        return output
     doc_logits = aggregate(rows, logits, len(texts), cfg.chunk_aggregation)
     write_predictions(frame, doc_logits, module, cfg, output)
     return output
+
+
+def predict_strategy(name: str) -> str | Strategy:
+    """``strategy=ddp``: one process per device; the Hydra-aware launcher re-runs this job."""
+    if name == "ddp":
+        return HydraDDPStrategy()
+    return name
+
+
+def gather_predictions(
+    outputs: list[dict[str, torch.Tensor]], batch_indices: list[list[int]], n_features: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ranks' (row, logits) in feature order, each feature once.
+
+    Under DDP every rank predicted its share of the features (Lightning's predict sampler); the
+    feature indices Lightning recorded per batch identify them, so any padding repeats are dropped.
+    """
+    feature = torch.tensor([i for batch in batch_indices for i in batch], dtype=torch.long)
+    rows = torch.cat([o["row"] for o in outputs]) if outputs else torch.zeros(0, dtype=torch.long)
+    logits = torch.cat([o["logits"] for o in outputs]) if outputs else torch.zeros(0, 0)
+    if len(feature) != len(rows):
+        raise RuntimeError(f"{len(rows)} predictions but {len(feature)} recorded feature indices")
+    parts = gather_objects((feature, rows, logits))
+    feature = torch.cat([p[0] for p in parts])
+    rows = torch.cat([p[1] for p in parts])
+    logits = torch.cat([p[2] for p in parts if p[2].numel()])
+    first: dict[int, int] = {}
+    for position, index in enumerate(feature.tolist()):
+        first.setdefault(index, position)
+    if sorted(first) != list(range(n_features)):
+        raise RuntimeError(f"predictions cover {len(first)} of {n_features} inputs")
+    keep = torch.tensor([first[i] for i in range(n_features)], dtype=torch.long)
+    return rows[keep], logits[keep]
 
 
 def aggregate(rows: torch.Tensor, logits: torch.Tensor, n_docs: int, how: str) -> torch.Tensor:
