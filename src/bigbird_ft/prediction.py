@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import BasePredictionWriter, RichProgressBar
 from lightning.pytorch.strategies import Strategy
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
@@ -132,19 +132,20 @@ def predict(cfg: DictConfig) -> Path:
     batch_size = int(cfg.get("batch_size") or data_hp.get("eval_batch_size", 8))
     multiple = int(data_hp.get("pad_to_multiple_of", module.hparams.model["block_size"]))
     loader = DataLoader(features, batch_size=batch_size, collate_fn=BlockPaddingCollator(module.tokenizer, multiple))
+    gathered = GatherPredictions(len(features))
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         strategy=predict_strategy(cfg.get("strategy") or "auto"),
         precision=cfg.precision,
         logger=False,
-        callbacks=[RichProgressBar()],
+        callbacks=[RichProgressBar(), gathered],
         enable_checkpointing=False,
     )
-    outputs = trainer.predict(module, dataloaders=loader)
-    rows, logits = gather_predictions(outputs, trainer.predict_loop.epoch_batch_indices[0], len(features))
+    trainer.predict(module, dataloaders=loader, return_predictions=False)
     if not trainer.is_global_zero:
         return output
+    rows, logits = gathered.rows, gathered.logits
     doc_logits = aggregate(rows, logits, len(texts), cfg.chunk_aggregation)
     write_predictions(frame, doc_logits, module, cfg, output)
     return output
@@ -157,13 +158,30 @@ def predict_strategy(name: str) -> str | Strategy:
     return name
 
 
+class GatherPredictions(BasePredictionWriter):
+    """Lightning's hook for (DDP) prediction: each rank's outputs with the feature indices it read."""
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__(write_interval="epoch")
+        self.n_features = n_features
+        self.rows: torch.Tensor | None = None
+        self.logits: torch.Tensor | None = None
+
+    def write_on_epoch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any
+    ) -> None:
+        # one dataloader: predictions is its list of batches, batch_indices a list per dataloader
+        self.rows, self.logits = gather_predictions(predictions, batch_indices[0], self.n_features)
+
+
 def gather_predictions(
     outputs: list[dict[str, torch.Tensor]], batch_indices: list[list[int]], n_features: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """All ranks' (row, logits) in feature order, each feature once.
+    """All ranks' (row, logits) in feature order, each feature once (on every rank).
 
     Under DDP every rank predicted its share of the features (Lightning's predict sampler); the
-    feature indices Lightning recorded per batch identify them, so any padding repeats are dropped.
+    feature indices Lightning recorded per batch identify them, so any padding repeats are dropped
+    and the order is the input's, whatever the sampler did.
     """
     feature = torch.tensor([i for batch in batch_indices for i in batch], dtype=torch.long)
     rows = torch.cat([o["row"] for o in outputs]) if outputs else torch.zeros(0, dtype=torch.long)
