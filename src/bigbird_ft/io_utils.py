@@ -30,15 +30,26 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder next to ``target``; it replaces ``target`` only on success."""
+    """Yield a temporary folder next to ``target``; it replaces ``target`` only on success.
+
+    A folder that existed before is replaced (re-exports). A folder that another process created
+    meanwhile (DDP ranks or parallel jobs filling the same content-keyed cache) is kept, since its
+    readers may be using it, and this copy is discarded.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    existed = target.exists()
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
-        if target.exists():
+        if existed and target.exists():
             shutil.rmtree(target)
-        os.replace(tmp, target)
+        try:
+            # POSIX rename of a folder: atomic; fails (ENOTEMPTY) onto a non-empty folder
+            os.replace(tmp, target)
+        except OSError:
+            if existed or not target.is_dir():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -10,12 +10,14 @@ from typing import Any
 import lightning as L
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import BasePredictionWriter, RichProgressBar
+from lightning.pytorch.strategies import Strategy
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from .data.collate import BlockPaddingCollator
 from .data.datamodule import join_text_columns
+from .distributed import HydraDDPStrategy, gather_objects
 from .errors import UserError
 from .io_utils import atomic_path
 from .module import MULTI_LABEL, REGRESSION, BigBirdClassifier
@@ -130,20 +132,73 @@ def predict(cfg: DictConfig) -> Path:
     batch_size = int(cfg.get("batch_size") or data_hp.get("eval_batch_size", 8))
     multiple = int(data_hp.get("pad_to_multiple_of", module.hparams.model["block_size"]))
     loader = DataLoader(features, batch_size=batch_size, collate_fn=BlockPaddingCollator(module.tokenizer, multiple))
+    gathered = GatherPredictions(len(features))
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
+        strategy=predict_strategy(cfg.get("strategy") or "auto"),
         precision=cfg.precision,
         logger=False,
-        callbacks=[RichProgressBar()],
+        callbacks=[RichProgressBar(), gathered],
         enable_checkpointing=False,
     )
-    outputs = trainer.predict(module, dataloaders=loader)
-    rows = torch.cat([o["row"] for o in outputs])
-    logits = torch.cat([o["logits"] for o in outputs])
+    trainer.predict(module, dataloaders=loader, return_predictions=False)
+    if not trainer.is_global_zero:
+        return output
+    rows, logits = gathered.rows, gathered.logits
     doc_logits = aggregate(rows, logits, len(texts), cfg.chunk_aggregation)
     write_predictions(frame, doc_logits, module, cfg, output)
     return output
+
+
+def predict_strategy(name: str) -> str | Strategy:
+    """``strategy=ddp``: one process per device; the Hydra-aware launcher re-runs this job."""
+    if name == "ddp":
+        return HydraDDPStrategy()
+    return name
+
+
+class GatherPredictions(BasePredictionWriter):
+    """Lightning's hook for (DDP) prediction: each rank's outputs with the feature indices it read."""
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__(write_interval="epoch")
+        self.n_features = n_features
+        self.rows: torch.Tensor | None = None
+        self.logits: torch.Tensor | None = None
+
+    def write_on_epoch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any
+    ) -> None:
+        # one dataloader: predictions is its list of batches, batch_indices a list per dataloader
+        self.rows, self.logits = gather_predictions(predictions, batch_indices[0], self.n_features)
+
+
+def gather_predictions(
+    outputs: list[dict[str, torch.Tensor]], batch_indices: list[list[int]], n_features: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ranks' (row, logits) in feature order, each feature once (on every rank).
+
+    Under DDP every rank predicted its share of the features (Lightning's predict sampler); the
+    feature indices Lightning recorded per batch identify them, so any padding repeats are dropped
+    and the order is the input's, whatever the sampler did.
+    """
+    feature = torch.tensor([i for batch in batch_indices for i in batch], dtype=torch.long)
+    rows = torch.cat([o["row"] for o in outputs]) if outputs else torch.zeros(0, dtype=torch.long)
+    logits = torch.cat([o["logits"] for o in outputs]) if outputs else torch.zeros(0, 0)
+    if len(feature) != len(rows):
+        raise RuntimeError(f"{len(rows)} predictions but {len(feature)} recorded feature indices")
+    parts = gather_objects((feature, rows, logits))
+    feature = torch.cat([p[0] for p in parts])
+    rows = torch.cat([p[1] for p in parts])
+    logits = torch.cat([p[2] for p in parts if p[2].numel()])
+    first: dict[int, int] = {}
+    for position, index in enumerate(feature.tolist()):
+        first.setdefault(index, position)
+    if sorted(first) != list(range(n_features)):
+        raise RuntimeError(f"predictions cover {len(first)} of {n_features} inputs")
+    keep = torch.tensor([first[i] for i in range(n_features)], dtype=torch.long)
+    return rows[keep], logits[keep]
 
 
 def aggregate(rows: torch.Tensor, logits: torch.Tensor, n_docs: int, how: str) -> torch.Tensor:

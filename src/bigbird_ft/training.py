@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .attention.registry import build_backend
 from .data.datamodule import TextClassificationDataModule
 from .data.tokenization import resolve_tokenizer
+from .distributed import ddp_job_scope, one_process_at_a_time
 from .encoder import make_encoder_config
 from .errors import UserError
 from .export import export_hf_model
@@ -28,12 +29,16 @@ from .module import PROBLEM_TYPES, REGRESSION, SINGLE_LABEL, BigBirdClassifier
 
 
 def task_wrapper(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Always close W&B (a multirun otherwise records one run only) and say where outputs went."""
+    """Always close W&B (a multirun otherwise records one run only) and say where outputs went.
+
+    ``ddp_job_scope`` ends the job's DDP process group, so the next job of a sweep starts its own.
+    """
 
     @functools.wraps(fn)
     def wrapped(cfg: DictConfig) -> Any:
         try:
-            return fn(cfg)
+            with ddp_job_scope():
+                return fn(cfg)
         finally:
             if "wandb" in sys.modules:
                 import wandb
@@ -191,9 +196,28 @@ def train(cfg: DictConfig) -> float | None:
     datamodule: TextClassificationDataModule = hydra.utils.instantiate(
         cfg.data, problem_type=cfg.model.get("problem_type")
     )
-    datamodule.prepare_raw()
-    adapt_monitor_to_problem_type(cfg, datamodule.problem_type)
-    module = build_module(cfg, datamodule)
+    eval_only = not cfg.get("train", True)
+    if eval_only and not cfg.get("ckpt_path"):
+        raise UserError("train=false evaluates a checkpoint; set ckpt_path=<file.ckpt>")
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
+    if eval_only and ckpt_path in ("last", "best", "hpc"):
+        raise UserError(f"train=false needs a checkpoint file or run dir, not ckpt_path={ckpt_path}")
+    # every DDP rank runs this: the first one generates data, trains the tokenizer and fills the
+    # datasets cache, the others wait for the lock and then read the caches
+    with one_process_at_a_time(cfg.paths.cache_dir):
+        datamodule.prepare_raw()
+        adapt_monitor_to_problem_type(cfg, datamodule.problem_type)
+        if eval_only:
+            module = BigBirdClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+            if module.id2label != datamodule.id2label:
+                raise UserError(
+                    f"the checkpoint's labels {sorted(module.id2label.values())} differ from the data's "
+                    f"{datamodule.label_names}; evaluate on the data it was trained on (data=...)"
+                )
+            datamodule.attach_tokenizer(module.tokenizer)
+        else:
+            module = build_module(cfg, datamodule)
+        datamodule.setup("fit")
     rank_zero_info(
         f"Model: BigBird {module.encoder.config.hidden_size}d x {module.encoder.config.num_hidden_layers} layers, "
         f"attention={module.backend.name}, head={module.head.name}, problem_type={module.problem_type}, "
@@ -202,13 +226,17 @@ def train(cfg: DictConfig) -> float | None:
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # the datamodule shards every split per rank itself (LengthBucketBatchSampler cannot be
+    # re-created by Lightning's DistributedSampler injection)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, use_distributed_sampler=False
+    )
     for logger in trainer.loggers:
         logger.log_hyperparams(container(cfg))
 
     metrics: dict[str, float] = {}
-    if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if not eval_only:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(scalar_metrics(trainer.callback_metrics))
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if best:
@@ -218,9 +246,8 @@ def train(cfg: DictConfig) -> float | None:
             rank_zero_info(f"Best checkpoint: {best}")
         # val metrics of the weights we export (the best ones), not of the last epoch
         metrics.update(scalar_metrics(trainer.validate(module, datamodule=datamodule, verbose=False)[0]))
-    elif cfg.get("ckpt_path"):
-        module = BigBirdClassifier.load_from_checkpoint(cfg.ckpt_path, map_location="cpu")
-        datamodule.attach_tokenizer(module.tokenizer)
+    else:
+        metrics.update(scalar_metrics(trainer.validate(module, datamodule=datamodule, verbose=False)[0]))
 
     if cfg.get("test", False):
         if datamodule.has_test_split():
@@ -238,6 +265,18 @@ def train(cfg: DictConfig) -> float | None:
             )
         return metrics[optimized]
     return None
+
+
+def resolve_ckpt_path(value: str | None) -> str | None:
+    """``last``/``best`` go to Lightning as they are; a run dir means its ``checkpoints/last.ckpt``."""
+    if not value or value in ("last", "best", "hpc"):
+        return value or None
+    path = Path(value).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}; fix ckpt_path (a .ckpt file, a run dir, or last)")
+    return str(path)
 
 
 @rank_zero_only

@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ..errors import UserError
 from .collate import BlockPaddingCollator
-from .sampler import LengthBucketBatchSampler
+from .sampler import LengthBucketBatchSampler, rank_sampler
 from .validation import check_rows
 
 datasets.disable_progress_bars()
@@ -368,8 +368,10 @@ class TextClassificationDataModule(L.LightningDataModule):
         if shuffle and self.bucket_by_length:
             sampler = LengthBucketBatchSampler(ds["length"], self.batch_size, seed=self.seed)
             return DataLoader(ds, batch_sampler=sampler, **common)
+        # under DDP each rank reads its own share (train() disables Lightning's sampler injection)
+        sampler = rank_sampler(ds, shuffle=shuffle, seed=self.seed)
         return DataLoader(ds, batch_size=self.batch_size if shuffle else self.eval_batch_size,
-                          shuffle=shuffle, **common)
+                          shuffle=shuffle and sampler is None, sampler=sampler, **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -12,7 +12,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DistributedSampler, Sampler
 
 
 class LengthBucketBatchSampler(Sampler[list[int]]):
@@ -37,6 +38,12 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    @property
+    def sampler(self) -> LengthBucketBatchSampler:
+        """Lightning calls ``set_epoch`` on ``batch_sampler.sampler``, not on the batch sampler:
+        without this every epoch (and every rank's share) would repeat epoch 0's order."""
+        return self
 
     @property
     def num_replicas(self) -> int:
@@ -78,3 +85,20 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
             for s in range(0, len(self.lengths), self.bucket_size)
         )
         return math.ceil(n_batches / self.num_replicas)
+
+
+def rank_sampler(dataset: Sequence, shuffle: bool, seed: int) -> Sampler[int] | None:
+    """This rank's share of ``dataset`` under DDP (None in a single process).
+
+    Training shuffles per epoch (``set_epoch`` is called by Lightning). Evaluation is split without
+    repeats, so val/test metrics (synced by torchmetrics) count every sample exactly once; the
+    split is only padded when there are fewer samples than ranks (a rank without batches would
+    stall the others).
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    if shuffle:
+        return DistributedSampler(dataset, shuffle=True, seed=seed)
+    if len(dataset) < dist.get_world_size():
+        return DistributedSampler(dataset, shuffle=False)
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)

@@ -1,0 +1,85 @@
+"""Multirun: basic sweeps, experiment globs, Optuna (also with DDP and offline W&B)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import run_script, tiny_overrides
+from .scale_helpers import wandb_run_contents
+
+
+def job_dirs(sweep: Path) -> list[Path]:
+    return sorted((p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def job_value(job: Path, key: str) -> object:
+    node: object = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+    for part in key.split("."):
+        node = node[part]  # type: ignore[index]
+    return node
+
+
+@pytest.mark.slow
+def test_multirun_over_two_learning_rates(tmp_path):
+    result = run_script("train.py", ["-m", "optim.lr=1e-3,2e-3", "debug=fdr", *tiny_overrides(tmp_path)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    jobs = job_dirs(tmp_path / "multirun")
+    assert [job_value(j, "optim.lr") for j in jobs] == [1e-3, 2e-3]
+    assert all((j / "metrics.json").exists() for j in jobs)
+
+
+@pytest.mark.slow
+def test_multirun_over_every_offline_experiment(tmp_path):
+    # hyperpartisan_base needs the hub weights and the published files: not offline-runnable
+    result = run_script("train.py", ["-m", "experiment=glob(*,exclude=hyperpartisan_base)", "debug=fdr",
+                                     *tiny_overrides(tmp_path)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    jobs = job_dirs(tmp_path / "multirun")
+    ran = [yaml.safe_load((j / ".hydra" / "overrides.yaml").read_text()) for j in jobs]
+    assert ["experiment=longrange" in overrides for overrides in ran] == [True] * len(jobs)
+    assert all((j / "metrics.json").exists() for j in jobs)
+
+
+@pytest.mark.slow
+def test_optuna_three_trials(tmp_path):
+    result = run_script("train.py", ["hparams_search=optuna", "hydra.sweeper.n_trials=3", "debug=fdr",
+                                     *tiny_overrides(tmp_path)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    jobs = job_dirs(tmp_path / "multirun")
+    assert len(jobs) == 3
+    assert all((j / "metrics.json").exists() for j in jobs)
+    best = yaml.safe_load((tmp_path / "multirun" / "optimization_results.yaml").read_text())
+    assert {"optim.lr", "head", "attention"} <= set(best["best_params"])
+    values = [json.loads((j / "metrics.json").read_text())["val/acc_best"] for j in jobs]
+    assert best["best_value"] == pytest.approx(max(values))
+
+
+@pytest.mark.slow
+def test_optuna_with_ddp_and_offline_wandb(tmp_path):
+    overrides = tiny_overrides(tmp_path, **{"trainer.max_epochs": 1, "test": "false", "export": "false"})
+    result = run_script(
+        "train.py",
+        ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer=ddp_cpu", "logger=wandb",
+         "debug=limit", *overrides],
+        env={"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path / "wandb-home")},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    jobs = job_dirs(tmp_path / "multirun")
+    assert len(jobs) == 2
+    for job in jobs:
+        assert (job / "metrics.json").exists()
+        assert (job / "train_rank1.log").exists()  # rank 1 of this job ran in this job's dir
+        runs = list((job / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, runs
+        # wandb-core keeps an offline run's config and history in its run-<id>.wandb log
+        config, history = wandb_run_contents(next(runs[0].glob("run-*.wandb")))
+        assert config["optim"]["lr"] == job_value(job, "optim.lr")
+        assert config["trainer"]["strategy"]["process_group_backend"] == "gloo"
+        assert config["tags"] == ["longrange", "synthetic"]
+        val_rows = [row for row in history if "val/acc" in row]
+        assert val_rows and all(0.0 <= row["val/acc"] <= 1.0 for row in val_rows)
+        assert any("train/loss_step" in row for row in history)
