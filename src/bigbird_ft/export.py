@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint = Path(options["ckpt_path"])
         if not checkpoint.is_file():
             raise UserError(f"checkpoint not found: {checkpoint}; fix ckpt_path")
-        module = BigBirdClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
+        module = BigBirdClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
         out = export_hf_model(module, options["out"])
         print(f"Exported {checkpoint} to {out}")
 

@@ -236,6 +236,12 @@ class BigBirdClassifier(L.LightningModule):
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         started = time.perf_counter()
         loss, _ = self._step(batch)
+        if not torch.isfinite(loss):
+            # stop before the optimizer step writes NaN into the weights; checkpoints on disk stay good
+            raise UserError(
+                f"training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
+                "lower optim.lr or set trainer.gradient_clip_val (the last good checkpoint is in checkpoints/)"
+            )
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["labels"]))
         # padding waste and throughput: real tokens / padded tokens; real tokens per second measured
         # from the previous batch's start to this one's (so it covers forward, backward and step)

@@ -26,6 +26,18 @@ INPUT_READERS = {".csv", ".json", ".jsonl", ".parquet", ".txt"}
 OUTPUT_WRITERS = {".csv", ".jsonl"}
 
 
+def check_writable(output: Path) -> None:
+    """Fail before the model runs, not after, when the output cannot be written."""
+    import tempfile
+
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output.parent, prefix=f".{output.name}.", suffix=".probe"):
+            pass
+    except OSError as err:
+        raise UserError(f"cannot write to {output.parent} ({err.strerror}); fix output") from None
+
+
 def find_checkpoint(cfg: DictConfig) -> Path:
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
@@ -101,11 +113,11 @@ def predict(cfg: DictConfig) -> Path:
     output = Path(cfg.output)
     if output.suffix.lower() not in OUTPUT_WRITERS:
         raise UserError(f"unknown output extension '{output.suffix}'; use .csv or .jsonl (output)")
+    check_writable(output)
     checkpoint = find_checkpoint(cfg)
     frame = read_input(Path(cfg.input))
-    # a checkpoint we did not write may come from anywhere, but unpickling our hparams and
-    # tokenizer bytes needs the full loader; only load checkpoints you trust (README)
-    module = BigBirdClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
+    # weights_only: a checkpoint may come from anywhere; ours holds only tensors and primitives
+    module = BigBirdClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     module.eval()
     data_hp = module.hparams.data or {}
     columns = cfg.get("text_column") or data_hp.get("text_column", "text")

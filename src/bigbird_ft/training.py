@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .attention.registry import build_backend
+from .attention.registry import backend_class, build_backend
 from .data.datamodule import TextClassificationDataModule
 from .data.tokenization import resolve_tokenizer
 from .distributed import ddp_job_scope, one_process_at_a_time
@@ -118,11 +118,24 @@ def check_problem_type(cfg: DictConfig) -> None:
         raise UserError(f"unknown model.problem_type '{problem_type}'; use one of {', '.join(PROBLEM_TYPES)} or null")
 
 
+def trains_on_cpu(cfg: DictConfig) -> bool:
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
+def check_backend_device(cfg: DictConfig) -> None:
+    """A backend without a CPU backward (flex in torch 2.13) must fail before data is prepared."""
+    if cfg.get("train", True) and trains_on_cpu(cfg) and not backend_class(cfg.attention.name).supports_cpu_training:
+        raise UserError(
+            f"attention={cfg.attention.name} cannot train on CPU (no backward pass there); "
+            "set attention=block_sparse, or trainer=gpu on a GPU machine"
+        )
+
+
 def check_precision(cfg: DictConfig) -> None:
     """HF block-sparse attention crashes under CPU autocast (scatter dtype mismatch): say so up front."""
     precision = str(cfg.trainer.get("precision", "32-true"))
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    on_cpu = trains_on_cpu(cfg)
     if on_cpu and "mixed" in precision and cfg.attention.name == "hf_block_sparse":
         raise UserError(
             f"trainer.precision={precision} on CPU crashes HF's block-sparse attention; "
@@ -190,6 +203,7 @@ def train(cfg: DictConfig) -> float | None:
     L.seed_everything(int(cfg.seed), workers=True)
 
     rank_zero_info(f"Loading data <{cfg.data._target_}>")
+    check_backend_device(cfg)
     check_precision(cfg)
     check_problem_type(cfg)
     # the datamodule encodes labels by problem type; null = infer from the training labels
@@ -208,7 +222,7 @@ def train(cfg: DictConfig) -> float | None:
         datamodule.prepare_raw()
         adapt_monitor_to_problem_type(cfg, datamodule.problem_type)
         if eval_only:
-            module = BigBirdClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+            module = BigBirdClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
             if module.id2label != datamodule.id2label:
                 raise UserError(
                     f"the checkpoint's labels {sorted(module.id2label.values())} differ from the data's "
@@ -240,8 +254,7 @@ def train(cfg: DictConfig) -> float | None:
         metrics.update(scalar_metrics(trainer.callback_metrics))
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if best:
-            # we wrote this checkpoint in this run, so a full (non weights_only) load is safe
-            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
             module.load_state_dict(state)
             rank_zero_info(f"Best checkpoint: {best}")
         # val metrics of the weights we export (the best ones), not of the last epoch
@@ -281,7 +294,10 @@ def resolve_ckpt_path(value: str | None) -> str | None:
 
 @rank_zero_only
 def write_outputs(cfg: DictConfig, module: BigBirdClassifier, metrics: dict[str, float], output_dir: Path) -> None:
-    write_json_atomic(output_dir / "metrics.json", metrics)
+    # val/test only: throughput and learning-rate values differ run to run even with one seed
+    write_json_atomic(
+        output_dir / "metrics.json", {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))}
+    )
     rank_zero_info("Metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
     if cfg.get("export", True):
         export_hf_model(module, output_dir / "hf_model")

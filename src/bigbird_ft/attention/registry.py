@@ -23,9 +23,13 @@ def available_backends() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def build_backend(name: str, **kwargs: Any) -> AttentionBackend:
+def backend_class(name: str) -> type[AttentionBackend]:
     if name not in _BACKENDS:
         raise UserError(
             f"unknown attention backend '{name}'; set attention= to one of {', '.join(available_backends())}"
         )
-    return _BACKENDS[name](**kwargs)
+    return _BACKENDS[name]
+
+
+def build_backend(name: str, **kwargs: Any) -> AttentionBackend:
+    return backend_class(name)(**kwargs)
