@@ -110,3 +110,14 @@ def test_export_cli_exports_a_checkpoint(make_classifier, tmp_path):
     bad = run_script("export", [f"ckpt_path={tmp_path / 'missing.ckpt'}", "out=y"])
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         f"error: checkpoint not found: {tmp_path / 'missing.ckpt'}; fix ckpt_path"]
+
+
+def test_non_finite_loss_stops_with_the_step(make_classifier, monkeypatch):
+    from bigbird_ft.errors import UserError
+
+    module = make_classifier()
+    batch = encode(module.tokenizer, TEXTS)
+    batch["labels"] = torch.tensor([0, 1, 2])
+    monkeypatch.setattr(module, "loss", lambda logits, labels: logits.sum() * float("nan"))
+    with pytest.raises(UserError, match=r"training loss became nan at step 0 .*optim.lr"):
+        module.training_step(batch, 0)

@@ -77,3 +77,24 @@ def test_chunked_prediction_finds_evidence_that_truncation_cuts(tmp_path):
     print(f"accuracy on documents with evidence beyond the window: {accuracy}")
     assert accuracy["chunk"] >= 0.9
     assert accuracy["truncate"] <= 0.6
+
+
+@pytest.mark.slow
+def test_chunked_predict_on_every_pep(tmp_path):
+    from .conftest import shared_path
+
+    peps = shared_path("data/peps/peps.jsonl")
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(("data.", "model.tokenizer"))]
+    result = run_script("train.py", ["experiment=peps_tiny", "debug=limit", "data.max_length=1024",
+                                     "test=false", "export=false", *overrides])
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "peps.jsonl"
+    pred = run_script("predict.py", [f"run_dir={tmp_path / 'run'}", f"input={peps}", f"output={out}",
+                                     "long_docs=chunk", "id_column=pep", f"hydra.run.dir={tmp_path / 'pred'}"],
+                      timeout=1500)
+    assert pred.returncode == 0, pred.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    source = [json.loads(line)["pep"] for line in peps.read_text().splitlines()]
+    assert len(rows) == len(source) == 694
+    assert [r["id"] for r in rows] == source
+    assert {r["label"] for r in rows} <= {"Informational", "Process", "Standards Track"}

@@ -25,7 +25,7 @@ DEFAULT_LABELS = ("north", "south", "east", "west")
 @dataclass(frozen=True)
 class SyntheticSpec:
     seed: int = 1234
-    num_train: int = 1600
+    num_train: int = 2400
     num_validation: int = 200
     num_test: int = 400
     labels: tuple[str, ...] = DEFAULT_LABELS
