@@ -74,10 +74,9 @@ def test_train_bad_input(tmp_path, case):
 
 
 def test_full_traceback_on_request(tmp_path):
-    result = run_script(
-        "train.py", ["data=files", f"data.train_file={tmp_path / 'nope.csv'}", *tiny_overrides(tmp_path)],
-        env={"HYDRA_FULL_ERROR": "1"},
-    )
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("data.spec")]
+    result = run_script("train.py", ["data=files", f"data.train_file={tmp_path / 'nope.csv'}", *overrides],
+                        env={"HYDRA_FULL_ERROR": "1"})
     assert result.returncode != 0 and "Traceback" in result.stderr and "UserError" in result.stderr
 
 
@@ -154,25 +153,21 @@ def test_predict_empty_text(tmp_path, trained_run):
 
 
 def test_killed_predict_leaves_no_output_file(tmp_path, trained_run):
-    rows = [{"id": i, "text": "movx kifagomx ritix " * 150} for i in range(3000)]
+    # ~8M tokens: minutes of prediction on 2 cores, so a kill after 30 s lands mid-run
+    rows = [{"id": i, "text": "movx kifagomx ritix nat tun " * 200} for i in range(8000)]
     path = write_jsonl(tmp_path / "many.jsonl", rows)
     out = tmp_path / "p.csv"
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "predict.py"), f"run_dir={trained_run}", f"input={path}", f"output={out}",
-         "batch_size=4", f"hydra.run.dir={tmp_path / 'pred'}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ},
+         f"hydra.run.dir={tmp_path / 'pred'}"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ},
     )
-    started = time.time()
-    # kill once the model is predicting (its log says so), long before 3,000 documents are done
-    for line in proc.stdout:
-        if "Predicting" in line or time.time() - started > 120:
-            break
-    time.sleep(2)
+    time.sleep(30)
+    assert proc.poll() is None, "predict finished before it could be killed: make the input larger"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith("p.csv")]
 
 
 def test_predict_input_json_written_by_pandas(tmp_path, trained_run):

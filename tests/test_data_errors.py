@@ -26,7 +26,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def run_files(tmp_path: Path, train_file: Path, *extra: str):
     overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("data.spec")]
-    return run_script("train.py", ["data=files", f"data.train_file={train_file}", *extra, *overrides])
+    # the case's own overrides last, so they win over the tiny defaults
+    return run_script("train.py", ["data=files", f"data.train_file={train_file}", *overrides, *extra])
 
 
 def assert_one_line_error(result, *needles: str, tmp_path: Path) -> str:
