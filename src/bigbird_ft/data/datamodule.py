@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -60,8 +61,11 @@ def infer_problem_type(feature: Any, values: Sequence[Any], label_separator: str
 
 
 def split_labels(value: Any, separator: str | None) -> list[str]:
-    """One multi-label cell -> label names: a list as is, a string split on ``separator``."""
-    if value is None:
+    """One multi-label cell -> label names: a list as is, a string split on ``separator``.
+
+    An empty cell (None, or NaN as pandas reads it) is the empty label set.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return []
     if isinstance(value, list | tuple):
         return [str(v).strip() for v in value if str(v).strip()]

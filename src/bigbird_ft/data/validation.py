@@ -101,13 +101,15 @@ def check_file(path: Path, key: str) -> None:
 def is_missing(value: Any, blank_is_label: bool = False) -> bool:
     """None, NaN (pandas' reading of an empty csv cell) and blank strings are no label.
 
-    With a label separator (multi-label), a blank string is a real label set: "none of them".
+    With a label separator (multi-label), an empty cell is a real label set: "none of them".
     """
+    if blank_is_label:
+        return False
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
-    return not blank_is_label and isinstance(value, str) and not value.strip()
+    return isinstance(value, str) and not value.strip()
 
 
 def _is_blank_text(parts: Sequence[Any]) -> bool:
