@@ -153,13 +153,14 @@ def test_predict_empty_text(tmp_path, trained_run):
 
 
 def test_killed_predict_leaves_no_output_file(tmp_path, trained_run):
-    # ~8M tokens: minutes of prediction on 2 cores, so a kill after 30 s lands mid-run
-    rows = [{"id": i, "text": "movx kifagomx ritix nat tun " * 200} for i in range(8000)]
+    # 2,000 documents of ~5,000 tokens in overlapping 512-token windows: ~20M tokens, minutes of
+    # prediction even on an idle machine, so a kill after 30 s always lands mid-run
+    rows = [{"id": i, "text": "movx kifagomx ritix nat tun " * 1000} for i in range(2000)]
     path = write_jsonl(tmp_path / "many.jsonl", rows)
     out = tmp_path / "p.csv"
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "predict.py"), f"run_dir={trained_run}", f"input={path}", f"output={out}",
-         f"hydra.run.dir={tmp_path / 'pred'}"],
+         "long_docs=chunk", "chunk_stride=256", f"hydra.run.dir={tmp_path / 'pred'}"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ},
     )
     time.sleep(30)
