@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from .distributed import HydraDDPStrategy, gather_objects
 from .errors import UserError
 from .io_utils import atomic_path
 from .module import MULTI_LABEL, REGRESSION, BigBirdClassifier
+from .training import route_lightning_logs_to_hydra
 
 INPUT_READERS = {".csv", ".json", ".jsonl", ".parquet", ".txt"}
 OUTPUT_WRITERS = {".csv", ".jsonl"}
@@ -108,8 +108,7 @@ def encode_documents(
 
 
 def predict(cfg: DictConfig) -> Path:
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).handlers.clear()
+    route_lightning_logs_to_hydra()
     output = Path(cfg.output)
     if output.suffix.lower() not in OUTPUT_WRITERS:
         raise UserError(f"unknown output extension '{output.suffix}'; use .csv or .jsonl (output)")

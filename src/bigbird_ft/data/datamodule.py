@@ -74,6 +74,27 @@ def split_labels(value: Any, separator: str | None) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
+def decode_class_labels(ds: datasets.Dataset, column: str) -> datasets.Dataset:
+    """Integer ClassLabel columns (as hub datasets and class_encode_column store them) become their names."""
+    feature = ds.features.get(column)
+    if not isinstance(feature, datasets.ClassLabel):
+        return ds
+    names = feature.names
+
+    def decode(batch: dict[str, list]) -> dict[str, list]:
+        return {column: [names[i] if i is not None and i >= 0 else None for i in batch[column]]}
+
+    return ds.cast_column(column, datasets.Value("int64")).map(decode, batched=True)
+
+
+def stratified_split(ds: datasets.Dataset, column: str, test_size: float, seed: int) -> datasets.DatasetDict:
+    """A seeded split keeping the class proportions of ``column``; labels stay names."""
+    parts = ds.class_encode_column(column).train_test_split(
+        test_size=test_size, seed=seed, stratify_by_column=column
+    )
+    return datasets.DatasetDict({name: decode_class_labels(part, column) for name, part in parts.items()})
+
+
 def sort_labels(values: set[Any]) -> list[str]:
     """Integer-like labels sort numerically ("2" before "10"), others as strings."""
     as_text = {str(v) for v in values}
@@ -261,17 +282,8 @@ class TextClassificationDataModule(L.LightningDataModule):
 
     def _stratified_split(self, train: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:
         """Seeded validation split of train that keeps the class proportions."""
-        encoded = train.class_encode_column("label")
-        names = encoded.features["label"].names
-        parts = encoded.train_test_split(test_size=self.val_fraction, seed=self.seed, stratify_by_column="label")
-
-        def decode(batch: dict[str, list]) -> dict[str, list]:
-            return {"label": [names[i] for i in batch["label"]]}
-
-        return tuple(  # type: ignore[return-value]
-            parts[name].cast_column("label", datasets.Value("int64")).map(decode, batched=True)
-            for name in ("train", "test")
-        )
+        parts = stratified_split(train, "label", self.val_fraction, self.seed)
+        return parts["train"], parts["test"]
 
     @property
     def id2label(self) -> dict[int, str]:

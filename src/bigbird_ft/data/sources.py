@@ -17,7 +17,7 @@ import datasets
 
 from ..errors import UserError
 from ..io_utils import atomic_dir
-from .datamodule import TextClassificationDataModule
+from .datamodule import TextClassificationDataModule, decode_class_labels, stratified_split
 from .synthetic import SyntheticSpec, generate
 from .validation import check_file
 
@@ -96,19 +96,6 @@ class FilesDataModule(TextClassificationDataModule):
                 reason = str(err).splitlines()[0] if str(err) else type(err).__name__
                 raise UserError(f"cannot read {path} ({reason}); fix {key}") from None
         return datasets.DatasetDict(splits)
-
-
-def decode_class_labels(ds: datasets.Dataset, column: str) -> datasets.Dataset:
-    """Integer ClassLabel columns (as hub datasets store them) become their names."""
-    feature = ds.features.get(column)
-    if not isinstance(feature, datasets.ClassLabel):
-        return ds
-    names = feature.names
-
-    def decode(batch: dict[str, list]) -> dict[str, list]:
-        return {column: [names[i] if i is not None and i >= 0 else None for i in batch[column]]}
-
-    return ds.cast_column(column, datasets.Value("int64")).map(decode, batched=True)
 
 
 class HubDataModule(TextClassificationDataModule):
@@ -262,15 +249,5 @@ class PepsDataModule(TextClassificationDataModule):
                 "set data.label_column"
             )
         full = full.filter(lambda row: row[self.label_column] not in (None, ""))
-        encoded = full.class_encode_column(self.label_column)
-        parts = encoded.train_test_split(test_size=self.test_fraction, seed=1234, stratify_by_column=self.label_column)
-        names = encoded.features[self.label_column].names
-        column = self.label_column
-
-        def decode(batch: dict[str, list]) -> dict[str, list]:
-            return {column: [names[i] for i in batch[column]]}
-
-        return datasets.DatasetDict({
-            split: parts[key].cast_column(column, datasets.Value("int64")).map(decode, batched=True)
-            for split, key in (("train", "train"), ("test", "test"))
-        })
+        # a fixed seed, independent of ${seed}: the test split must not move with the training seed
+        return stratified_split(full, self.label_column, self.test_fraction, seed=1234)
