@@ -80,3 +80,11 @@ def wandb_run_contents(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
         elif kind == "history":
             history.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item})
     return config, history
+
+
+def assert_ranks_exited_cleanly(result: Any) -> None:
+    """No DDP rank died on the way out (a dead rank 1 gets rank 0 SIGKILLed mid-sweep)."""
+    output = result.stdout + result.stderr
+    assert "terminate called" not in output, output[-2000:]
+    assert "exited with code" not in output, output[-2000:]
+    assert "Forcefully terminating" not in output, output[-2000:]

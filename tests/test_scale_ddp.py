@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from .conftest import run_script, tiny_overrides
+from .scale_helpers import assert_ranks_exited_cleanly
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +21,7 @@ def ddp_run(tmp_path_factory):
          "+callbacks.rows._target_=tests.scale_helpers.RecordRows", f"+callbacks.rows.dirpath={rows_dir}"],
     )
     assert result.returncode == 0, result.stderr[-4000:]
+    assert_ranks_exited_cleanly(result)
     return tmp, result
 
 
@@ -68,6 +70,7 @@ def test_ddp_predict_writes_each_input_row_once_in_order(ddp_run, tmp_path):
                                        "devices=2", "strategy=ddp", "batch_size=4",
                                        f"hydra.run.dir={tmp_path / 'pred'}"])
     assert result.returncode == 0, result.stderr[-4000:]
+    assert_ranks_exited_cleanly(result)
     frame = pd.read_csv(out)
     assert len(frame) == 101
     assert frame["id"].tolist() == ids

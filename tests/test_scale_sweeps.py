@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from .conftest import run_script, tiny_overrides
-from .scale_helpers import wandb_run_contents
+from .scale_helpers import assert_ranks_exited_cleanly, wandb_run_contents
 
 
 def job_dirs(sweep: Path) -> list[Path]:
@@ -72,8 +72,10 @@ def test_optuna_with_ddp_and_offline_wandb(tmp_path):
         ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer=ddp_cpu", "logger=wandb",
          "debug=limit", *overrides],
         env={"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path / "wandb-home")},
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+    assert_ranks_exited_cleanly(result)
     jobs = job_dirs(tmp_path / "multirun")
     assert len(jobs) == 2
     for job in jobs:

@@ -15,6 +15,7 @@ launcher's environment down after each job, so the next job of a sweep launches 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -44,6 +45,7 @@ SWEEP_ONLY_PREFIXES = (
     "hydra.job.name",
 )
 
+log = logging.getLogger(__name__)
 _launched: list[subprocess.Popen] = []
 
 
@@ -100,21 +102,25 @@ class HydraDDPStrategy(DDPStrategy):
 
 @contextlib.contextmanager
 def ddp_job_scope(wait_s: float = 120.0) -> Iterator[None]:
-    """After a job: wait for the ranks it launched, end its process group, restore os.environ.
+    """After a job: end its process group (every rank), wait for the ranks it launched, restore os.environ.
 
-    Environment set by torchrun or SLURM (present before the job) is left alone.
+    Every rank destroys its process group: a rank that exits with gloo's threads still running can
+    die in ``std::terminate`` ("terminate called without an active exception", exit -6), and
+    Lightning's child-process observer then SIGKILLs the launching rank, in the middle of the
+    next job of a sweep. Environment set by torchrun or SLURM (present before the job) is left alone.
     """
     before = {key: os.environ.get(key) for key in LAUNCHER_ENV}
     try:
         yield
     finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
         for proc in list(_launched):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=wait_s)
+            if proc.returncode:
+                log.error(f"DDP rank process {proc.pid} exited with code {proc.returncode}")
             _launched.remove(proc)
-        launched_here = before["LOCAL_RANK"] is None and os.environ.get("LOCAL_RANK") is not None
-        if launched_here and dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
         for key, value in before.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from .data.collate import BlockPaddingCollator
 from .data.datamodule import join_text_columns
-from .distributed import HydraDDPStrategy, gather_objects
+from .distributed import HydraDDPStrategy, ddp_job_scope, gather_objects
 from .errors import UserError
 from .io_utils import atomic_path
 from .module import MULTI_LABEL, REGRESSION, BigBirdClassifier
@@ -153,7 +153,8 @@ def predict(cfg: DictConfig) -> Path:
         callbacks=[RichProgressBar(), gathered],
         enable_checkpointing=False,
     )
-    trainer.predict(module, dataloaders=loader, return_predictions=False)
+    with ddp_job_scope():  # ends the process group in every rank before it exits
+        trainer.predict(module, dataloaders=loader, return_predictions=False)
     if not trainer.is_global_zero:
         return output
     rows, logits = gathered.rows, gathered.logits
