@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -117,3 +118,20 @@ def generate(spec: SyntheticSpec, out_dir: str | Path) -> dict[str, Path]:
     with atomic_path(spec_file) as tmp:
         tmp.write_text(json.dumps(asdict(spec), indent=2))
     return paths
+
+
+def evidence_token_start(tokenizer: Any, row: dict) -> int:
+    """Index of the first evidence token in the model input ([CLS] = 0) of a generated row.
+
+    The text's whitespace-separated words are the generated words (sentence ends only gain a
+    period), so the words before the evidence are its first ``evidence_word`` words; SentencePiece
+    pieces never cross whitespace, so their tokens are a prefix of the document's tokens.
+    """
+    before = " ".join(row["text"].split()[: row["evidence_word"]])
+    return 1 + len(tokenizer(before, add_special_tokens=False)["input_ids"])
+
+
+def evidence_cut_by_truncation(tokenizer: Any, rows: list[dict], max_length: int) -> list[bool]:
+    """Per row: does truncation to ``max_length`` (with [CLS] and [SEP]) cut away all of the evidence?"""
+    last_kept = max_length - 2  # index of the last text token kept
+    return [evidence_token_start(tokenizer, row) > last_kept for row in rows]
