@@ -80,8 +80,8 @@ def main() -> None:
         hits = [pred == row["label"] for pred, row in zip(labels, rows, strict=True)]
         results[mode] = {
             "all": accuracy(hits),
-            "evidence_cut": accuracy([h for h, c in zip(hits, cut) if c]),
-            "evidence_kept": accuracy([h for h, c in zip(hits, cut) if not c]),
+            "evidence_cut": accuracy([h for h, c in zip(hits, cut, strict=True) if c]),
+            "evidence_kept": accuracy([h for h, c in zip(hits, cut, strict=True) if not c]),
         }
     report = {
         "command": " ".join(["python bench/long_docs.py", *sys.argv[1:]]),
