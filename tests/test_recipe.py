@@ -183,3 +183,32 @@ def test_multirun_every_head_debug_fdr(tmp_path):
     assert heads == {"cls", "mean", "max", "pooler", "attention"}
     for job in jobs:  # single-label runs draw their confusion matrices into the run dir
         assert (job / "confusion_matrix_val.png").exists() and (job / "confusion_matrix_test.png").exists()
+
+
+class _FakeTrainer:
+    def __init__(self, precision: str, gradient_clip_val: float | None) -> None:
+        self.precision, self.gradient_clip_val = precision, gradient_clip_val
+
+
+@pytest.mark.parametrize(
+    ("fused", "precision", "clip", "expected"),
+    [
+        (None, None, None, True),  # float CPU parameters, no trainer: fused
+        (None, "32-true", 1.0, True),
+        (None, "bf16-mixed", 1.0, False),  # Lightning cannot clip before a fused step unscales
+        (None, "bf16-mixed", None, True),
+        (False, "32-true", 1.0, False),
+    ],
+)
+def test_adamw_is_fused_unless_mixed_precision_clips(tiny_tokenizer, fused, precision, clip, expected):
+    module = build_tiny(tiny_tokenizer, optim={"lr": 1e-3, "fused": fused})
+    if precision is not None:
+        module._trainer = _FakeTrainer(precision, clip)
+    assert module.build_optimizer().defaults["fused"] is expected
+
+
+def test_explicit_fused_with_mixed_precision_clipping_is_a_config_error(tiny_tokenizer):
+    module = build_tiny(tiny_tokenizer, optim={"lr": 1e-3, "fused": True})
+    module._trainer = _FakeTrainer("bf16-mixed", 1.0)
+    with pytest.raises(UserError, match="optim.fused=null or trainer.gradient_clip_val=null"):
+        module.build_optimizer()
