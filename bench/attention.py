@@ -11,6 +11,9 @@ allocator slack); on CUDA ``torch.cuda.max_memory_allocated`` minus the allocati
 
     python bench/attention.py                               # all backends, n = 1024..8192
     python bench/attention.py --backends sdpa block_sparse --lengths 1024 4096
+    # GPU: the base-size architecture (768 x 12 layers, random init), bf16 autocast, batch 1
+    python bench/attention.py --device cuda --preset base --precision bf16 --lengths 4096 8192 \
+        --out bench/results/attention_gpu_base.json
 """
 
 from __future__ import annotations
@@ -37,6 +40,14 @@ MODEL = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, interm
 BLOCK_SIZE = 64
 NUM_RANDOM_BLOCKS = 3
 BATCH = 2
+# --preset: the model each configuration trains (block 64, r = 3 in both)
+PRESETS = {
+    "small": {"model": MODEL, "batch": BATCH},
+    "base": {  # google/bigbird-roberta-base's shape, random init (no hub weights needed)
+        "model": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+        "batch": 1,
+    },
+}
 
 
 def _maxrss_mib() -> float:
@@ -45,8 +56,13 @@ def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-def run_one(backend_name: str, length: int, steps: int, device: str, dropout: float) -> dict[str, Any]:
+def run_one(
+    backend_name: str, length: int, steps: int, device: str, dropout: float, preset: str = "small",
+    precision: str = "fp32",
+) -> dict[str, Any]:
     """One configuration, in this process (the worker side)."""
+    import contextlib
+
     import torch
     from transformers import BigBirdConfig, BigBirdModel
 
@@ -63,27 +79,35 @@ def run_one(backend_name: str, length: int, steps: int, device: str, dropout: fl
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout,
         pad_token_id=0,
-        **MODEL,
+        **PRESETS[preset]["model"],
     )
+    batch = PRESETS[preset]["batch"]
     encoder = BigBirdModel(config, add_pooling_layer=False).to(device)
     backend.attach(encoder)
     encoder.train()
     probe = torch.nn.Linear(config.hidden_size, 1).to(device)
-    ids = torch.randint(1, config.vocab_size, (BATCH, length), device=device)
-    mask = torch.ones(BATCH, length, dtype=torch.long, device=device)
-    mask[1, length - length // 4 :] = 0  # one row a quarter padded
+    ids = torch.randint(1, config.vocab_size, (batch, length), device=device)
+    mask = torch.ones(batch, length, dtype=torch.long, device=device)
+    mask[-1, length - length // 4 :] = 0  # the last row a quarter padded
     ids[mask == 0] = 0
     forward_only = device == "cpu" and not backend.supports_cpu_training
     cuda = device.startswith("cuda")
 
+    def autocast() -> Any:
+        if precision == "bf16":
+            return torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def step() -> None:
         if forward_only:
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 backend.encode(encoder, ids, mask)
             return
         encoder.zero_grad(set_to_none=True)
-        hidden = backend.encode(encoder, ids, mask)
-        probe(hidden).float().mean().backward()
+        with autocast():
+            hidden = backend.encode(encoder, ids, mask)
+            loss = probe(hidden).float().mean()
+        loss.backward()
 
     def sync() -> None:
         if cuda:
@@ -113,6 +137,9 @@ def run_one(backend_name: str, length: int, steps: int, device: str, dropout: fl
         "mode": "forward" if forward_only else "forward+backward",
         "times_s": times,
         "median_s": statistics.median(times),
+        "tokens_per_s": int(mask.sum()) / statistics.median(times),
+        "preset": preset,
+        "precision": precision,
         "cpu_times_s": cpu_times,
         "median_cpu_s": statistics.median(cpu_times),
         "peak_mem_mib": peak,
@@ -136,6 +163,10 @@ def run_subprocess(backend: str, length: int, args: argparse.Namespace) -> dict[
         args.device,
         "--dropout",
         str(args.dropout),
+        "--preset",
+        args.preset,
+        "--precision",
+        args.precision,
     ]
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -162,7 +193,7 @@ def add_ratios(results: list[dict[str, Any]]) -> None:
 
 def table(results: list[dict[str, Any]]) -> str:
     head = (
-        f"{'backend':16} {'n':>5} {'mode':16} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9} "
+        f"{'backend':16} {'n':>5} {'mode':16} {'wall s':>8} {'cpu s':>8} {'tokens/s':>9} {'peak MiB':>9} "
         f"{'wall/hf_bs':>10} {'cpu/hf_bs':>9} {'mem/hf_bs':>9}"
     )
     lines = [head, "-" * len(head)]
@@ -180,7 +211,7 @@ def table(results: list[dict[str, Any]]) -> str:
         ]
         lines.append(
             f"{r['backend']:16} {r['length']:>5} {r['mode']:16} {r['median_s']:>8.2f} "
-            f"{r['median_cpu_s']:>8.2f} {r['peak_mem_mib']:>9.0f} "
+            f"{r['median_cpu_s']:>8.2f} {r.get('tokens_per_s', 0):>9.0f} {r['peak_mem_mib']:>9.0f} "
             f"{ratios[0]:>10} {ratios[1]:>9} {ratios[2]:>9}"
         )
     return "\n".join(lines)
@@ -219,8 +250,11 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     ax_time.legend(fontsize=8)
+    preset = PRESETS[results[0].get("preset", "small")]
+    shape = preset["model"]
     fig.suptitle(
-        "BigBird attention backends: one training step, hidden 256, 4 layers, block 64, r=3, batch 2"
+        f"BigBird attention backends: one training step, hidden {shape['hidden_size']}, "
+        f"{shape['num_hidden_layers']} layers, block {BLOCK_SIZE}, r={NUM_RANDOM_BLOCKS}, batch {preset['batch']}"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -239,7 +273,10 @@ def meta_for(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "load_average_at_end": os.getloadavg(),
         "torch": torch.__version__,
-        "model": {**MODEL, "block_size": BLOCK_SIZE, "num_random_blocks": NUM_RANDOM_BLOCKS, "batch": BATCH},
+        "model": {**PRESETS[args.preset]["model"], "block_size": BLOCK_SIZE, "num_random_blocks": NUM_RANDOM_BLOCKS,
+                  "batch": PRESETS[args.preset]["batch"]},
+        "preset": args.preset,
+        "precision": args.precision,
         "dropout": args.dropout,
         "steps": args.steps,
         "warmup_steps": 1,
@@ -267,6 +304,8 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dropout", type=float, default=0.1, help="hidden and attention dropout")
+    parser.add_argument("--preset", choices=list(PRESETS), default="small", help="model size (see PRESETS)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast")
     parser.add_argument(
         "--hf-full-max", type=int, default=HF_FULL_DEFAULT_MAX, help="skip hf_full above this length"
     )
@@ -281,7 +320,8 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.worker:
-        print(json.dumps(run_one(args.backends[0], args.lengths[0], args.steps, args.device, args.dropout)))
+        print(json.dumps(run_one(args.backends[0], args.lengths[0], args.steps, args.device, args.dropout,
+                                 args.preset, args.precision)))
         return
 
     import torch

@@ -1,0 +1,66 @@
+"""The bench scripts run on CPU from a clean checkout and write their JSON (tiny settings)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, SESSION_CACHE, shared_path
+
+
+def run_bench(script: str, args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONWARNINGS": "ignore"},
+    )
+
+
+@pytest.mark.slow
+def test_overhead_bench_times_all_four_trainers(tmp_path):
+    out = tmp_path / "overhead.json"
+    result = run_bench("overhead.py", ["--steps", "6", "--warmup", "2", "--rounds", "1", "--length", "256",
+                                       "--out", str(out)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert set(report["variants"]) == {"ours", "plain_ours", "plain_hf", "hf_trainer"}
+    for variant in report["variants"].values():
+        assert variant["step_ms"] > 0 and variant["peak_rss_mib"] > 0
+    assert report["ratios"]["ours / plain_ours (time)"] > 0
+
+
+@pytest.mark.slow
+def test_quality_bench_baseline_and_both_trained_models(tmp_path: Path):
+    shared_path("data/hyperpartisan")
+    shared_path("tokenizers/bigbird-roberta-base/spiece.model")
+    out = tmp_path / "quality.json"
+    cache = SESSION_CACHE.get("root", tmp_path) / "cache"
+    shrink = ["debug=limit", "trainer.max_epochs=1", "data.max_length=512", "model.config.max_position_embeddings=512",
+              "model.tokenizer_vocab_size=400", f"paths.cache_dir={cache}"]
+    result = run_bench("quality.py", ["--datasets", "hyperpartisan", "--workdir", str(tmp_path / "work"),
+                                      "--out", str(out), "--", *shrink])
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = json.loads(out.read_text())["results"]["hyperpartisan"]
+    assert set(rows) == {"tfidf", "tiny", "longrange"}
+    for row in rows.values():
+        assert 0.0 <= row["test/acc"] <= 1.0 and 0.0 <= row["test/f1"] <= 1.0
+    # the baseline saw the official split sizes (train minus its validation part, and the test set)
+    assert rows["tfidf"]["splits"]["test"] == 628
+    assert rows["tfidf"]["splits"]["train"] + rows["tfidf"]["splits"]["validation"] == 645
+    # a real baseline: TF-IDF separates hyperpartisan articles far above the majority class (0.5)
+    assert rows["tfidf"]["test/acc"] > 0.6
+    assert "attention=block_sparse" in rows["longrange"]["command"]
+
+
+@pytest.mark.slow
+def test_attention_bench_bf16_reports_tokens_per_second(tmp_path):
+    out = tmp_path / "attention.json"
+    result = run_bench("attention.py", ["--backends", "block_sparse", "--lengths", "1024", "--steps", "1",
+                                        "--precision", "bf16", "--out", str(out)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    row = json.loads(out.read_text())["results"][0]
+    assert row["precision"] == "bf16" and row["tokens_per_s"] > 0
