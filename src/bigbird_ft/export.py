@@ -4,6 +4,7 @@ With ``head=cls`` (one dense layer, HF's layout) the folder is a stock
 ``BigBirdForSequenceClassification``; ``AutoModelForSequenceClassification`` and
 ``pipeline("text-classification")`` return our label names. Other heads: the encoder via
 ``save_pretrained`` plus ``head.pt`` and ``bigbird_ft_head.json`` describing the head.
+``onnx_length=N`` adds ``model.onnx``: the stock model at a fixed input length (any batch size).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 from transformers import BigBirdConfig, BigBirdForSequenceClassification
 
+from .errors import UserError
 from .io_utils import atomic_dir
 from .module import BigBirdClassifier
 
@@ -53,9 +55,63 @@ def stock_state_dict(module: BigBirdClassifier) -> dict[str, torch.Tensor]:
     return state
 
 
-def export_hf_model(module: BigBirdClassifier, out_dir: str | Path) -> Path:
+def full_attention_limit(config: BigBirdConfig) -> int | None:
+    """Longest input at which the model computes full attention; None: any length.
+
+    HF's block-sparse BigBird itself switches to full attention up to (5 + 2r) blocks, so a
+    full-attention graph reproduces a block-sparse model exactly up to there and not beyond.
+    """
+    if config.attention_type == "original_full":
+        return None
+    return (5 + 2 * config.num_random_blocks) * config.block_size
+
+
+def check_onnx_length(module: BigBirdClassifier, length: int) -> None:
+    """Refuse, before anything is written, an ONNX export that would not match the model."""
+    if not is_stock_exportable(module):
+        raise UserError(f"ONNX export needs the stock head (head=cls, head.mlp_layers=1), this model has "
+                        f"head={module.head.name}: drop onnx_length")
+    config = export_config(module)
+    if not 0 < length <= config.max_position_embeddings:
+        raise UserError(f"onnx_length={length} must be in 1..{config.max_position_embeddings} "
+                        "(max_position_embeddings): fix onnx_length")
+    limit = full_attention_limit(config)
+    if limit is not None and length > limit:
+        raise UserError(f"onnx_length={length} exceeds {limit}, the longest input at which this block-sparse "
+                        "model computes full attention, which is what the ONNX graph computes: lower onnx_length "
+                        "or train with attention=hf_full|sdpa")
+
+
+def write_onnx(hf_dir: Path, length: int, target: Path) -> None:
+    """Trace the saved stock model with full attention; inputs are [batch, length] int64."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401  (torch's dynamo exporter translates through it)
+    except ImportError as err:
+        raise UserError(f"ONNX export needs the onnx extra ({err.name} is missing): "
+                        "pip install -e '.[onnx]', or drop onnx_length") from err
+    # HF's block-sparse path draws its random blocks with NumPy, which cannot be traced; within
+    # check_onnx_length's limit full attention gives the same outputs.
+    model = BigBirdForSequenceClassification.from_pretrained(hf_dir, attention_type="original_full").eval()
+    # Two distinct example tensors: given one tensor for both inputs, the exporter aliases them and
+    # the graph reads input_ids as the mask (measured: logits off by 0.3).
+    input_ids = torch.randint(0, model.config.vocab_size, (2, length), generator=torch.Generator().manual_seed(0))
+    attention_mask = torch.ones(2, length, dtype=torch.long)
+    attention_mask[1, length // 2:] = 0
+    batch = torch.export.Dim("batch")
+    torch.onnx.export(
+        model, (), str(target), kwargs={"input_ids": input_ids, "attention_mask": attention_mask},
+        input_names=["input_ids", "attention_mask"], output_names=["logits"],
+        dynamic_shapes={"input_ids": {0: batch}, "attention_mask": {0: batch}},
+        external_data=False, dynamo=True,
+    )
+
+
+def export_hf_model(module: BigBirdClassifier, out_dir: str | Path, onnx_length: int | None = None) -> Path:
     out_dir = Path(out_dir)
     config = export_config(module)
+    if onnx_length is not None:
+        check_onnx_length(module, onnx_length)
     with atomic_dir(out_dir) as tmp:
         if is_stock_exportable(module):
             model = BigBirdForSequenceClassification(config)
@@ -76,6 +132,8 @@ def export_hf_model(module: BigBirdClassifier, out_dir: str | Path) -> Path:
             )
         if module.tokenizer is not None:
             module.tokenizer.save_pretrained(tmp)
+        if onnx_length is not None:
+            write_onnx(tmp, onnx_length, tmp / "model.onnx")
     return out_dir
 
 
@@ -123,22 +181,26 @@ def load_exported(path: str | Path) -> BigBirdClassifier:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m bigbird_ft.export ckpt_path=PATH out=DIR``: export any checkpoint after the fact."""
+    """``python -m bigbird_ft.export ckpt_path=PATH out=DIR [onnx_length=N]``: export any checkpoint."""
     import sys
 
-    from .errors import UserError, exit_on_user_error
+    from .errors import exit_on_user_error
 
     @exit_on_user_error
     def run(args: list[str]) -> None:
         options = dict(arg.split("=", 1) for arg in args if "=" in arg)
-        unknown = sorted(set(options) - {"ckpt_path", "out"}) + [a for a in args if "=" not in a]
+        unknown = sorted(set(options) - {"ckpt_path", "out", "onnx_length"}) + [a for a in args if "=" not in a]
         if unknown or "ckpt_path" not in options or "out" not in options:
-            raise UserError(f"usage: python -m bigbird_ft.export ckpt_path=PATH out=DIR (got {' '.join(args)})")
+            raise UserError("usage: python -m bigbird_ft.export ckpt_path=PATH out=DIR [onnx_length=N] "
+                            f"(got {' '.join(args)})")
+        onnx_length = options.get("onnx_length")
+        if onnx_length is not None and not onnx_length.isdigit():
+            raise UserError(f"onnx_length={onnx_length} is not a whole number of tokens: fix onnx_length")
         checkpoint = Path(options["ckpt_path"])
         if not checkpoint.is_file():
             raise UserError(f"checkpoint not found: {checkpoint}; fix ckpt_path")
         module = BigBirdClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-        out = export_hf_model(module, options["out"])
+        out = export_hf_model(module, options["out"], None if onnx_length is None else int(onnx_length))
         print(f"Exported {checkpoint} to {out}")
 
     run(sys.argv[1:] if argv is None else argv)
