@@ -11,6 +11,8 @@ allocator slack); on CUDA ``torch.cuda.max_memory_allocated`` minus the allocati
 
     python bench/attention.py                               # all backends, n = 1024..8192
     python bench/attention.py --backends sdpa block_sparse --lengths 1024 4096
+    # the default experiment's model (block 16, batch 8)
+    python bench/attention.py --preset longrange --backends hf_block_sparse block_sparse --lengths 2048 4096 --dropout 0.0
     # GPU: the base-size architecture (768 x 12 layers, random init), bf16 autocast, batch 1
     python bench/attention.py --device cuda --preset base --precision bf16 --lengths 4096 8192 \
         --out bench/results/attention_gpu_base.json
@@ -40,12 +42,18 @@ MODEL = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, interm
 BLOCK_SIZE = 64
 NUM_RANDOM_BLOCKS = 3
 BATCH = 2
-# --preset: the model each configuration trains (block 64, r = 3 in both)
+# --preset: the model each configuration trains (r = 3 in all)
 PRESETS = {
-    "small": {"model": MODEL, "batch": BATCH},
+    "small": {"model": MODEL, "batch": BATCH, "block_size": BLOCK_SIZE},
     "base": {  # google/bigbird-roberta-base's shape, random init (no hub weights needed)
         "model": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
         "batch": 1,
+        "block_size": BLOCK_SIZE,
+    },
+    "longrange": {  # the default experiment's model (conf/model/bigbird_tiny.yaml, batch 8)
+        "model": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
+        "batch": 8,
+        "block_size": 16,
     },
 }
 
@@ -69,11 +77,12 @@ def run_one(
     from bigbird_ft.attention import build_backend
 
     torch.manual_seed(0)
-    backend = build_backend(backend_name, block_size=BLOCK_SIZE, num_random_blocks=NUM_RANDOM_BLOCKS)
+    block_size = PRESETS[preset]["block_size"]
+    backend = build_backend(backend_name, block_size=block_size, num_random_blocks=NUM_RANDOM_BLOCKS)
     config = BigBirdConfig(
         vocab_size=1000,
         max_position_embeddings=max(length, 4096),
-        block_size=BLOCK_SIZE,
+        block_size=block_size,
         num_random_blocks=NUM_RANDOM_BLOCKS,
         attention_type=backend.hf_attention_type,
         hidden_dropout_prob=dropout,
@@ -254,7 +263,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
     shape = preset["model"]
     fig.suptitle(
         f"BigBird attention backends: one training step, hidden {shape['hidden_size']}, "
-        f"{shape['num_hidden_layers']} layers, block {BLOCK_SIZE}, r={NUM_RANDOM_BLOCKS}, batch {preset['batch']}"
+        f"{shape['num_hidden_layers']} layers, block {preset['block_size']}, r={NUM_RANDOM_BLOCKS}, batch {preset['batch']}"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -273,7 +282,7 @@ def meta_for(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "load_average_at_end": os.getloadavg(),
         "torch": torch.__version__,
-        "model": {**PRESETS[args.preset]["model"], "block_size": BLOCK_SIZE, "num_random_blocks": NUM_RANDOM_BLOCKS,
+        "model": {**PRESETS[args.preset]["model"], "block_size": PRESETS[args.preset]["block_size"], "num_random_blocks": NUM_RANDOM_BLOCKS,
                   "batch": PRESETS[args.preset]["batch"]},
         "preset": args.preset,
         "precision": args.precision,
