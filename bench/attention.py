@@ -272,6 +272,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
 
 def meta_for(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
     """How the numbers of one invocation were taken."""
+    preset = PRESETS[args.preset]
     return {
         "command": " ".join(["python", *sys.argv]),
         "backends": args.backends,
@@ -282,8 +283,8 @@ def meta_for(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "load_average_at_end": os.getloadavg(),
         "torch": torch.__version__,
-        "model": {**PRESETS[args.preset]["model"], "block_size": PRESETS[args.preset]["block_size"], "num_random_blocks": NUM_RANDOM_BLOCKS,
-                  "batch": PRESETS[args.preset]["batch"]},
+        "model": {**preset["model"], "block_size": preset["block_size"], "num_random_blocks": NUM_RANDOM_BLOCKS,
+                  "batch": preset["batch"]},
         "preset": args.preset,
         "precision": args.precision,
         "dropout": args.dropout,

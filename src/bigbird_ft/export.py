@@ -55,28 +55,20 @@ def stock_state_dict(module: BigBirdClassifier) -> dict[str, torch.Tensor]:
     return state
 
 
-def full_attention_limit(config: BigBirdConfig) -> int | None:
-    """Longest input at which the model computes full attention; None: any length.
+def check_onnx_length(module: BigBirdClassifier, config: BigBirdConfig, length: int) -> None:
+    """Refuse, before anything is written, an ONNX export that would not match the model.
 
-    HF's block-sparse BigBird itself switches to full attention up to (5 + 2r) blocks, so a
-    full-attention graph reproduces a block-sparse model exactly up to there and not beyond.
+    The graph is full attention; a block-sparse model attends fully only up to the backend's
+    min_sparse_length (HF's own switch), so it matches there and not beyond.
     """
-    if config.attention_type == "original_full":
-        return None
-    return (5 + 2 * config.num_random_blocks) * config.block_size
-
-
-def check_onnx_length(module: BigBirdClassifier, length: int) -> None:
-    """Refuse, before anything is written, an ONNX export that would not match the model."""
     if not is_stock_exportable(module):
         raise UserError(f"ONNX export needs the stock head (head=cls, head.mlp_layers=1), this model has "
                         f"head={module.head.name}: drop onnx_length")
-    config = export_config(module)
     if not 0 < length <= config.max_position_embeddings:
         raise UserError(f"onnx_length={length} must be in 1..{config.max_position_embeddings} "
                         "(max_position_embeddings): fix onnx_length")
-    limit = full_attention_limit(config)
-    if limit is not None and length > limit:
+    limit = module.backend.min_sparse_length()
+    if config.attention_type != "original_full" and length > limit:
         raise UserError(f"onnx_length={length} exceeds {limit}, the longest input at which this block-sparse "
                         "model computes full attention, which is what the ONNX graph computes: lower onnx_length "
                         "or train with attention=hf_full|sdpa")
@@ -111,7 +103,7 @@ def export_hf_model(module: BigBirdClassifier, out_dir: str | Path, onnx_length:
     out_dir = Path(out_dir)
     config = export_config(module)
     if onnx_length is not None:
-        check_onnx_length(module, onnx_length)
+        check_onnx_length(module, config, onnx_length)
     with atomic_dir(out_dir) as tmp:
         if is_stock_exportable(module):
             model = BigBirdForSequenceClassification(config)
