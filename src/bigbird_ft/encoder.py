@@ -1,13 +1,28 @@
-"""Build the BigBird encoder config and weights from ``model.*`` keys."""
+"""Build the BigBird encoder config and weights from ``model.*`` keys.
+
+``model.pretrained`` may name a BigBird checkpoint (loaded as it is) or a BERT / RoBERTa / XLM-R
+one, which ``convert`` maps onto BigBird with its position table extended to
+``model.max_position_embeddings``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from transformers import AutoConfig, BigBirdConfig, BigBirdModel, PreTrainedTokenizerBase
+from transformers import BigBirdConfig, BigBirdModel, PreTrainedTokenizerBase
 
+from .convert import (
+    bigbird_config_values,
+    check_convertible,
+    check_tokenizer_fits,
+    converted_encoder,
+    load_config,
+    resolve_pretrained,
+)
 from .errors import UserError
+
+DEFAULT_CONVERTED_LENGTH = 4096
 
 
 def make_encoder_config(
@@ -17,25 +32,19 @@ def make_encoder_config(
 ) -> dict[str, Any]:
     """The full BigBirdConfig as a dict: stored in the checkpoint so it alone rebuilds the model."""
     pretrained = model_cfg.get("pretrained")
-    overrides = {
-        "block_size": int(model_cfg["block_size"]),
-        "num_random_blocks": int(model_cfg["num_random_blocks"]),
-        "attention_type": hf_attention_type,
-    }
+    block_size = int(model_cfg["block_size"])
+    num_random_blocks = int(model_cfg["num_random_blocks"])
+    overrides = {"block_size": block_size, "num_random_blocks": num_random_blocks, "attention_type": hf_attention_type}
     if pretrained:
-        try:
-            config = AutoConfig.from_pretrained(
-                pretrained, trust_remote_code=bool(model_cfg.get("trust_remote_code", False))
-            )
-        except OSError as err:
-            raise UserError(
-                f"cannot load model config '{pretrained}' ({str(err).splitlines()[0]}); "
-                "set model.pretrained to a local dir or a reachable hub name, or null for random init"
-            ) from None
-        if config.model_type != "big_bird":
-            raise UserError(f"model.pretrained '{pretrained}' is a {config.model_type} model, not BigBird")
-        values = config.to_dict()
+        config = load_config(str(pretrained), bool(model_cfg.get("trust_remote_code", False)))
+        check_convertible(config, str(pretrained))
+        if config.model_type == "big_bird":
+            values = config.to_dict()
+        else:
+            length = int(model_cfg.get("max_position_embeddings") or DEFAULT_CONVERTED_LENGTH)
+            values = bigbird_config_values(config, length, block_size, num_random_blocks, hf_attention_type)
         values.update({k: v for k, v in dict(model_cfg.get("config") or {}).items() if "dropout" in k})
+        check_tokenizer_fits(tokenizer, int(values["vocab_size"]))
     else:
         values = dict(model_cfg.get("config") or {})
         values.update(
@@ -46,24 +55,29 @@ def make_encoder_config(
             sep_token_id=tokenizer.sep_token_id,
         )
     values.update(overrides)
-    values.pop("architectures", None)
-    values.pop("id2label", None)
-    values.pop("label2id", None)
+    for key in ("architectures", "id2label", "label2id", "_name_or_path", "transformers_version"):
+        values.pop(key, None)
     return values
 
 
 def build_encoder(
-    encoder_config: Mapping[str, Any], with_pooler: bool, init_weights_from: str | None = None
+    encoder_config: Mapping[str, Any],
+    with_pooler: bool,
+    init_weights_from: str | None = None,
+    trust_remote_code: bool = False,
 ) -> BigBirdModel:
     config = BigBirdConfig(**encoder_config)
-    if init_weights_from:
-        try:
-            return BigBirdModel.from_pretrained(
-                init_weights_from, config=config, add_pooling_layer=with_pooler
-            )
-        except OSError as err:
-            raise UserError(
-                f"cannot load weights '{init_weights_from}' ({str(err).splitlines()[0]}); "
-                "set model.pretrained to a local dir or a reachable hub name"
-            ) from None
-    return BigBirdModel(config, add_pooling_layer=with_pooler)
+    if not init_weights_from:
+        return BigBirdModel(config, add_pooling_layer=with_pooler)
+    source_type = load_config(init_weights_from, trust_remote_code).model_type
+    if source_type != "big_bird":
+        return converted_encoder(init_weights_from, config, with_pooler, trust_remote_code)
+    try:
+        return BigBirdModel.from_pretrained(
+            resolve_pretrained(init_weights_from), config=config, add_pooling_layer=with_pooler
+        )
+    except OSError as err:
+        raise UserError(
+            f"cannot load weights '{init_weights_from}' ({str(err).splitlines()[0]}); "
+            "set model.pretrained to a local dir or a reachable hub name"
+        ) from None

@@ -120,7 +120,10 @@ class BigBirdClassifier(L.LightningModule):
         )
         head_options = {k: v for k, v in head.items() if k != "name"}
         self.encoder = build_encoder(
-            encoder_config, with_pooler=head_class(head["name"]).uses_pooler, init_weights_from=init_weights_from
+            encoder_config,
+            with_pooler=head_class(head["name"]).uses_pooler,
+            init_weights_from=init_weights_from,
+            trust_remote_code=bool(model.get("trust_remote_code", False)),
         )
         self.backend.attach(self.encoder)
         if model.get("gradient_checkpointing"):

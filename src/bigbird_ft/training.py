@@ -158,6 +158,8 @@ def build_module(cfg: DictConfig, datamodule: TextClassificationDataModule) -> B
     )
     encoder_config = make_encoder_config(container(cfg.model), tokenizer, backend.hf_attention_type)
     check_lengths(cfg, encoder_config, backend.name)
+    # a converted BERT's tokenizer says 512: its limit is now the encoder's (stored in hf_model/ too)
+    tokenizer.model_max_length = int(encoder_config["max_position_embeddings"])
     module = BigBirdClassifier(
         model=resolve_loss_weights(container(cfg.model), datamodule),
         attention=container(cfg.attention),

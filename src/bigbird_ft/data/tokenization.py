@@ -15,6 +15,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, BigBirdTokenizer, PreTrainedTokenizerBase
 
+from ..convert import resolve_pretrained
 from ..errors import UserError
 from ..io_utils import atomic_dir
 
@@ -99,6 +100,7 @@ def resolve_tokenizer(
             raise UserError("model.tokenizer=train needs training texts, but the training split is empty")
         tokenizer = BigBirdTokenizer.from_pretrained(str(train_sentencepiece(train_texts, vocab_size, cache_dir)))
     else:
+        spec = resolve_pretrained(spec)
         path = Path(spec).expanduser()
         if path.suffix == ".model":
             if not path.is_file():
