@@ -40,21 +40,52 @@ def train(run_dir: Path, overrides: list[str]) -> dict:
     wall = time.perf_counter() - started
     if result.returncode != 0:
         sys.exit(f"train.py {' '.join(overrides)} failed:\n{result.stderr[-3000:]}")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    val_acc = {}
-    for path in sorted(run_dir.glob("csv/*/metrics.csv")):
-        for row in csv.DictReader(path.open()):
-            if row.get("val/acc"):
-                val_acc[int(row["epoch"])] = round(float(row["val/acc"]), 4)
     return {
         "command": "python train.py " + " ".join(overrides),
-        "test_acc": round(metrics["test/acc"], 4),
-        "test_macro_f1": round(metrics["test/f1"], 4),
-        "val_acc_per_epoch": [val_acc[e] for e in sorted(val_acc)],
-        "epochs": len(val_acc),
+        **run_metrics(run_dir),
         "wall_s": round(wall, 1),
         "load_avg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
     }
+
+
+def run_metrics(run_dir: Path) -> dict:
+    """Test metrics, and val/acc per fit epoch from the CSV log.
+
+    Only epochs that trained count: the validation of the best checkpoint after fit logs one more
+    val/acc row under the next epoch number, which is not an epoch.
+    """
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    val_acc: dict[int, float] = {}
+    trained: set[int] = set()
+    for path in sorted(run_dir.glob("csv/*/metrics.csv")):
+        for row in csv.DictReader(path.open()):
+            if row.get("train/loss_epoch"):
+                trained.add(int(row["epoch"]))
+            if row.get("val/acc"):
+                val_acc.setdefault(int(row["epoch"]), round(float(row["val/acc"]), 4))
+    return {
+        "test_acc": round(metrics["test/acc"], 4),
+        "test_macro_f1": round(metrics["test/f1"], 4),
+        "val_acc_per_epoch": [val_acc[e] for e in sorted(trained) if e in val_acc],
+        "epochs": len(trained),
+    }
+
+
+def reparse(out: Path, workdir: Path) -> None:
+    """Re-read the per-run metrics of an existing report from its run dirs (wall times are kept)."""
+    report = json.loads(out.read_text())
+    for key, section in report.items():
+        if not key.startswith("max_length_"):
+            continue
+        prefix = "seed" if key == "max_length_4096" else "short"
+        for row in section["runs"]:
+            row.update(run_metrics(workdir / f"{prefix}{row['seed']}"))
+    for head, row in report.get("heads_same_seed", {}).items():
+        run_dir = workdir / (f"head_{head}" if "command" in row else f"seed{report['max_length_4096']['runs'][0]['seed']}")
+        row["val_acc_per_epoch"] = run_metrics(run_dir)["val_acc_per_epoch"]
+    report["reparsed"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"reparsed {out}")
 
 
 def evidence_reach_at_init(run_dir: Path, head: str, seed: int, docs: int = 16) -> float:
@@ -109,8 +140,13 @@ def main() -> None:
     parser.add_argument("--compare-heads", nargs="*", default=["max"])
     parser.add_argument("--workdir", type=Path, default=ROOT / "logs" / "bench" / "default_run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "default_run.json")
+    parser.add_argument("--reparse", action="store_true",
+                        help="only re-read the run dirs of an existing --out (after a parser fix)")
     parser.add_argument("overrides", nargs="*", help="extra train.py overrides (after --)")
     args = parser.parse_args()
+    if args.reparse:
+        reparse(args.out, args.workdir)
+        return
     torch.set_num_threads(os.cpu_count() or 1)
 
     result: dict = {

@@ -39,13 +39,14 @@ def test_quality_bench_baseline_and_both_trained_models(tmp_path: Path):
     shared_path("tokenizers/bigbird-roberta-base/spiece.model")
     out = tmp_path / "quality.json"
     cache = SESSION_CACHE.get("root", tmp_path) / "cache"
-    shrink = ["debug=limit", "trainer.max_epochs=1", "data.max_length=512", "model.config.max_position_embeddings=512",
+    shrink = ["debug=limit", "trainer.max_epochs=1", "data.max_length=512", "++model.config.max_position_embeddings=512",
               "model.tokenizer_vocab_size=400", f"paths.cache_dir={cache}"]
     result = run_bench("quality.py", ["--datasets", "hyperpartisan", "--workdir", str(tmp_path / "work"),
+                                      "--models", "tfidf", "tiny", "longrange", "minilm_512",
                                       "--out", str(out), "--", *shrink])
     assert result.returncode == 0, result.stderr[-4000:]
     rows = json.loads(out.read_text())["results"]["hyperpartisan"]
-    assert set(rows) == {"tfidf", "tiny", "longrange"}
+    assert set(rows) == {"tfidf", "tiny", "longrange", "minilm_512"}
     for row in rows.values():
         assert 0.0 <= row["test/acc"] <= 1.0 and 0.0 <= row["test/f1"] <= 1.0
     # the baseline saw the official split sizes (train minus its validation part, and the test set)
@@ -54,6 +55,14 @@ def test_quality_bench_baseline_and_both_trained_models(tmp_path: Path):
     # a real baseline: TF-IDF separates hyperpartisan articles far above the majority class (0.5)
     assert rows["tfidf"]["test/acc"] > 0.6
     assert "attention=block_sparse" in rows["longrange"]["command"]
+    assert "experiment=hyperpartisan_minilm data.max_length=512" in rows["minilm_512"]["command"]
+    # --merge keeps earlier rows and adds the new one
+    result = run_bench("quality.py", ["--datasets", "hyperpartisan", "--workdir", str(tmp_path / "work"),
+                                      "--models", "tfidf", "--merge", "--out", str(out)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    merged = json.loads(out.read_text())
+    assert set(merged["results"]["hyperpartisan"]) == {"tfidf", "tiny", "longrange", "minilm_512"}
+    assert len(merged["commands"]) == 2
 
 
 @pytest.mark.slow

@@ -22,7 +22,14 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
-from transformers import AutoConfig, AutoModel, AutoTokenizer, BigBirdConfig, BigBirdModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    BigBirdConfig,
+    BigBirdModel,
+    PreTrainedTokenizerBase,
+)
 
 from .errors import UserError, exit_on_user_error
 from .io_utils import atomic_dir
