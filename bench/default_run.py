@@ -74,14 +74,15 @@ def run_metrics(run_dir: Path) -> dict:
 def reparse(out: Path, workdir: Path) -> None:
     """Re-read the per-run metrics of an existing report from its run dirs (wall times are kept)."""
     report = json.loads(out.read_text())
-    for key, section in report.items():
-        if not key.startswith("max_length_"):
-            continue
-        prefix = "seed" if key == "max_length_4096" else "short"
-        for row in section["runs"]:
+    sections = [key for key in report if key.startswith("max_length_")]
+    for key in sections:
+        # the first section is the default length, the second the truncated one (written in that order)
+        prefix = "seed" if key == sections[0] else "short"
+        for row in report[key]["runs"]:
             row.update(run_metrics(workdir / f"{prefix}{row['seed']}"))
     for head, row in report.get("heads_same_seed", {}).items():
-        run_dir = workdir / (f"head_{head}" if "command" in row else f"seed{report['max_length_4096']['runs'][0]['seed']}")
+        first_seed = report[sections[0]]["runs"][0]["seed"]
+        run_dir = workdir / (f"head_{head}" if "command" in row else f"seed{first_seed}")
         row["val_acc_per_epoch"] = run_metrics(run_dir)["val_acc_per_epoch"]
     report["reparsed"] = time.strftime("%Y-%m-%d %H:%M:%S")
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -104,16 +105,25 @@ def evidence_reach_at_init(run_dir: Path, head: str, seed: int, docs: int = 16) 
     hparams["head"] = {**hparams["head"], "name": head}
     torch.manual_seed(seed)
     fresh = BigBirdClassifier(**hparams).eval()
-    test_file = next(ROOT.glob("data/generated/synthetic-*/test.jsonl"))
+    from omegaconf import OmegaConf
+
+    from bigbird_ft.data.sources import SyntheticDataModule
+
+    os.environ.setdefault("PROJECT_ROOT", str(ROOT))  # what train.py sets; paths.* resolve from it
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    data = SyntheticDataModule(generated_dir=cfg.data.generated_dir, spec=OmegaConf.to_container(cfg.data.spec))
+    test_file = data.generated_dir / f"synthetic-{data.spec.key()}" / "test.jsonl"
     rows = [json.loads(line) for line in test_file.read_text().splitlines()[:docs]]
+    max_length = int(cfg.data.max_length)
     reached = total = 0
     for row in rows:
-        encoded = tokenizer(row["text"], truncation=True, max_length=4096, padding=True,
+        encoded = tokenizer(row["text"], truncation=True, max_length=max_length, padding=True,
                             pad_to_multiple_of=fresh.backend.block_size, return_tensors="pt")
         real = int(encoded["attention_mask"].sum())
         start = evidence_token_start(tokenizer, row)
         words = row["text"].split()
-        end = 1 + len(tokenizer(" ".join(words[: row["evidence_word"] + 4]), add_special_tokens=False)["input_ids"])
+        evidence_end = row["evidence_word"] + int(cfg.data.spec.evidence_words)
+        end = 1 + len(tokenizer(" ".join(words[:evidence_end]), add_special_tokens=False)["input_ids"])
         with torch.no_grad():
             hidden = fresh.backend.encode(fresh.encoder, encoded["input_ids"], encoded["attention_mask"])[0, :real]
         if head == "max":
@@ -159,7 +169,10 @@ def main() -> None:
         row = train(args.workdir / f"seed{seed}", [f"seed={seed}", *args.overrides])
         long_rows.append({"seed": seed, **row})
         print(json.dumps(long_rows[-1]), flush=True)
-    result["max_length_4096"] = {"runs": long_rows, **summary(long_rows)}
+    from omegaconf import OmegaConf
+
+    default_length = OmegaConf.load(args.workdir / f"seed{args.seeds[0]}" / ".hydra" / "config.yaml").data.max_length
+    result[f"max_length_{default_length}"] = {"runs": long_rows, **summary(long_rows)}
     short_rows = []
     for seed in args.short_seeds:
         row = train(args.workdir / f"short{seed}",
@@ -172,8 +185,6 @@ def main() -> None:
         seed = args.seeds[0]
         reference = args.workdir / f"seed{seed}"
         heads = {}
-        from omegaconf import OmegaConf
-
         default_head = OmegaConf.load(reference / ".hydra" / "config.yaml").head.name
         heads[default_head] = {**{k: long_rows[0][k] for k in ("test_acc", "val_acc_per_epoch", "wall_s")},
                                "evidence_reach_at_init": evidence_reach_at_init(reference, default_head, seed)}

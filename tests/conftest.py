@@ -139,3 +139,8 @@ def make_classifier(tiny_tokenizer):
         return module
 
     return factory
+
+
+def pytest_collection_modifyitems(config, items):
+    """Fast tests first, slow ones after: a broken build fails in minutes, not after the slow half."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)

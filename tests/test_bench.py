@@ -73,3 +73,29 @@ def test_attention_bench_bf16_reports_tokens_per_second(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     row = json.loads(out.read_text())["results"][0]
     assert row["precision"] == "bf16" and row["tokens_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_default_run_bench_reports_seeds_truncation_and_heads(tmp_path):
+    from .conftest import tiny_overrides
+
+    out = tmp_path / "default_run.json"
+    shrink = [o for o in tiny_overrides(tmp_path) if not o.startswith(("hydra.run.dir", "data.max_length"))]
+    result = run_bench("default_run.py", ["--seeds", "7", "--short-seeds", "7", "--short-length", "64",
+                                          "--compare-heads", "max", "--workdir", str(tmp_path / "work"),
+                                          "--out", str(out), "--", "data.max_length=512", *shrink])
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(out.read_text())
+    run = report["max_length_512"]["runs"][0]
+    assert run["seed"] == 7 and run["epochs"] == 1 and len(run["val_acc_per_epoch"]) == 1
+    assert 0.0 <= run["test_acc"] <= 1.0 and run["wall_s"] > 0
+    assert "data.max_length=64" in report["max_length_64"]["runs"][0]["command"]
+    heads = report["heads_same_seed"]
+    assert set(heads) == {"attention", "max"}
+    # attention pooling passes gradient to every token; max pooling to one token per feature
+    assert heads["attention"]["evidence_reach_at_init"] == 1.0
+    assert 0.0 <= heads["max"]["evidence_reach_at_init"] < 0.5
+    # --reparse re-reads the run dirs and keeps the wall times
+    result = run_bench("default_run.py", ["--reparse", "--workdir", str(tmp_path / "work"), "--out", str(out)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert json.loads(out.read_text())["max_length_512"]["runs"][0]["wall_s"] == run["wall_s"]
