@@ -109,12 +109,12 @@ def encode_documents(
 
 def predict(cfg: DictConfig) -> Path:
     route_lightning_logs_to_hydra()
-    output = Path(cfg.output)
+    output, source = Path(cfg.output), Path(cfg.input)  # both mandatory: read before any model is loaded
     if output.suffix.lower() not in OUTPUT_WRITERS:
         raise UserError(f"unknown output extension '{output.suffix}'; use .csv or .jsonl (output)")
     check_writable(output)
     checkpoint = find_checkpoint(cfg)
-    frame = read_input(Path(cfg.input))
+    frame = read_input(source)
     # weights_only: a checkpoint may come from anywhere; ours holds only tensors and primitives
     module = BigBirdClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     module.eval()
