@@ -105,14 +105,11 @@ def evidence_reach_at_init(run_dir: Path, head: str, seed: int, docs: int = 16) 
     hparams["head"] = {**hparams["head"], "name": head}
     torch.manual_seed(seed)
     fresh = BigBirdClassifier(**hparams).eval()
+    from long_docs import test_split_of  # bench/ is sys.path[0] when a bench script runs
     from omegaconf import OmegaConf
 
-    from bigbird_ft.data.sources import SyntheticDataModule
-
-    os.environ.setdefault("PROJECT_ROOT", str(ROOT))  # what train.py sets; paths.* resolve from it
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    data = SyntheticDataModule(generated_dir=cfg.data.generated_dir, spec=OmegaConf.to_container(cfg.data.spec))
-    test_file = data.generated_dir / f"synthetic-{data.spec.key()}" / "test.jsonl"
+    test_file = test_split_of(run_dir)
     rows = [json.loads(line) for line in test_file.read_text().splitlines()[:docs]]
     max_length = int(cfg.data.max_length)
     reached = total = 0

@@ -77,14 +77,16 @@ def batch_with_padding(pad_id: int, length: int, vocab: int = 30000) -> tuple[to
     return ids, mask
 
 
-def converted_module(source: Path, attention: str, length: int = 1024) -> BigBirdClassifier:
+def converted_module(source: Path | str, attention: str, length: int = 1024, block_size: int = 16,
+                     num_random_blocks: int = 2, head: str = "cls") -> BigBirdClassifier:
     """Built the way train.py builds it: make_encoder_config + conversion in build_encoder."""
-    model = {"pretrained": str(source), "block_size": 16, "num_random_blocks": 2, "max_position_embeddings": length,
+    model = {"pretrained": str(source), "block_size": block_size, "num_random_blocks": num_random_blocks,
+             "max_position_embeddings": length,
              "config": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    backend = build_backend(attention, block_size=16, num_random_blocks=2)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(str(source)))
+    backend = build_backend(attention, block_size=block_size, num_random_blocks=num_random_blocks)
     encoder_config = make_encoder_config(model, tokenizer, backend.hf_attention_type)
-    return BigBirdClassifier(model=model, attention={"name": attention}, head={"name": "cls"}, optim={"lr": 1e-3},
+    return BigBirdClassifier(model=model, attention={"name": attention}, head={"name": head}, optim={"lr": 1e-3},
                              id2label={0: "a", 1: "b"}, encoder_config=encoder_config,
                              init_weights_from=str(source)).eval()
 
@@ -141,13 +143,7 @@ def test_real_minilm_converted_reproduces_bert(attention):
     texts = ["Long documents need long models, and BigBird reads them. " * 45, "A short one."]
     enc = tokenizer(texts, padding=True, truncation=True, max_length=512, return_tensors="pt")
     reference = AutoModel.from_pretrained(folder).eval()
-    model = {"pretrained": MINILM, "block_size": 64, "num_random_blocks": 3, "max_position_embeddings": 4096,
-             "config": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}
-    backend = build_backend(attention, block_size=64, num_random_blocks=3)
-    encoder_config = make_encoder_config(model, tokenizer, backend.hf_attention_type)
-    module = BigBirdClassifier(model=model, attention={"name": attention}, head={"name": "mean"}, optim={"lr": 1e-3},
-                               id2label={0: "a", 1: "b"}, encoder_config=encoder_config,
-                               init_weights_from=MINILM).eval()
+    module = converted_module(MINILM, attention, length=4096, block_size=64, num_random_blocks=3, head="mean")
     with torch.no_grad():
         expected = reference(**enc).last_hidden_state
         got = module.backend.encode(module.encoder, enc["input_ids"], enc["attention_mask"])
@@ -157,12 +153,7 @@ def test_real_minilm_converted_reproduces_bert(attention):
 
 def test_real_minilm_block_sparse_forward_at_3000_tokens():
     minilm_tokenizer_dir()
-    model = {"pretrained": MINILM, "block_size": 64, "num_random_blocks": 3, "max_position_embeddings": 4096}
-    tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(MINILM))
-    encoder_config = make_encoder_config(model, tokenizer, "block_sparse")
-    module = BigBirdClassifier(model=model, attention={"name": "block_sparse"}, head={"name": "mean"},
-                               optim={"lr": 1e-3}, id2label={0: "a", 1: "b"}, encoder_config=encoder_config,
-                               init_weights_from=MINILM).eval()
+    module = converted_module(MINILM, "block_sparse", length=4096, block_size=64, num_random_blocks=3, head="mean")
     ids = torch.randint(1000, 30000, (1, 3008))
     with torch.no_grad():
         logits = module(ids, torch.ones_like(ids))

@@ -159,9 +159,10 @@ def convert_state_dict(
     return converted
 
 
-def load_source_model(name: str, trust_remote_code: bool = False) -> torch.nn.Module:
+def load_weights(model_class: Any, name: str, **kwargs: Any) -> torch.nn.Module:
+    """``model_class.from_pretrained`` on a name, folder or ``package:`` path; a failure is one line."""
     try:
-        return AutoModel.from_pretrained(resolve_pretrained(name), trust_remote_code=trust_remote_code)
+        return model_class.from_pretrained(resolve_pretrained(name), **kwargs)
     except OSError as err:
         raise UserError(
             f"cannot load weights '{name}' ({str(err).splitlines()[0]}); "
@@ -172,9 +173,9 @@ def load_source_model(name: str, trust_remote_code: bool = False) -> torch.nn.Mo
 def converted_encoder(
     name: str, config: BigBirdConfig, with_pooler: bool, trust_remote_code: bool = False
 ) -> BigBirdModel:
-    """A BigBirdModel carrying the weights of the BERT-family checkpoint ``name``."""
-    source = load_source_model(name, trust_remote_code)
-    check_convertible(source.config, name)
+    """A BigBirdModel carrying the weights of the BERT-family checkpoint ``name`` (already checked
+    by ``check_convertible`` when its config was read)."""
+    source = load_weights(AutoModel, name, trust_remote_code=trust_remote_code)
     state = convert_state_dict(source.state_dict(), source.config.model_type, int(config.max_position_embeddings))
     encoder = BigBirdModel(config, add_pooling_layer=with_pooler)
     if not with_pooler:

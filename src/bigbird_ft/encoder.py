@@ -18,9 +18,8 @@ from .convert import (
     check_tokenizer_fits,
     converted_encoder,
     load_config,
-    resolve_pretrained,
+    load_weights,
 )
-from .errors import UserError
 
 DEFAULT_CONVERTED_LENGTH = 4096
 
@@ -72,12 +71,4 @@ def build_encoder(
     source_type = load_config(init_weights_from, trust_remote_code).model_type
     if source_type != "big_bird":
         return converted_encoder(init_weights_from, config, with_pooler, trust_remote_code)
-    try:
-        return BigBirdModel.from_pretrained(
-            resolve_pretrained(init_weights_from), config=config, add_pooling_layer=with_pooler
-        )
-    except OSError as err:
-        raise UserError(
-            f"cannot load weights '{init_weights_from}' ({str(err).splitlines()[0]}); "
-            "set model.pretrained to a local dir or a reachable hub name"
-        ) from None
+    return load_weights(BigBirdModel, init_weights_from, config=config, add_pooling_layer=with_pooler)
