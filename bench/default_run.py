@@ -96,15 +96,19 @@ def evidence_reach_at_init(run_dir: Path, head: str, seed: int, docs: int = 16) 
     passes it to one token per feature, so this is how often that token is part of the evidence.
     """
     from bigbird_ft.data.synthetic import evidence_token_start
+    from bigbird_ft.factory import build_classifier
     from bigbird_ft.module import BigBirdClassifier
 
     ckpt = next(p for p in sorted((run_dir / "checkpoints").glob("*.ckpt")) if p.name != "last.ckpt")
     trained = BigBirdClassifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     tokenizer = trained.tokenizer
     hparams = dict(trained.hparams)
-    hparams["head"] = {**hparams["head"], "name": head}
     torch.manual_seed(seed)
-    fresh = BigBirdClassifier(**hparams).eval()
+    fresh = build_classifier(
+        model=hparams["model"], attention=hparams["attention"], head={**hparams["head"], "name": head},
+        id2label=hparams["id2label"], encoder_config=hparams["encoder_config"],
+        problem_type=hparams["problem_type"], optim=hparams["optim"],
+    ).eval()
     from long_docs import test_split_of  # bench/ is sys.path[0] when a bench script runs
     from omegaconf import OmegaConf
 

@@ -77,19 +77,14 @@ def build_ours(cfg) -> Any:
     """Our module as build_module makes it, with a fixed vocabulary instead of a trained tokenizer."""
     from omegaconf import OmegaConf
 
-    from bigbird_ft.attention import build_backend
-    from bigbird_ft.encoder import make_encoder_config
-    from bigbird_ft.module import BigBirdClassifier
+    from bigbird_ft.factory import build_classifier
 
     container = OmegaConf.to_container(cfg, resolve=True)
     model = container["model"]
-    backend = build_backend(cfg.attention.name, block_size=int(cfg.model.block_size),
-                            num_random_blocks=int(cfg.model.num_random_blocks))
-    encoder_config = make_encoder_config(model, _FixedVocab(int(model["tokenizer_vocab_size"])),
-                                         backend.hf_attention_type)
-    return BigBirdClassifier(
-        model=model, attention=container["attention"], head=container["head"], optim=container["optim"],
-        id2label={i: f"class{i}" for i in range(NUM_LABELS)}, encoder_config=encoder_config,
+    return build_classifier(
+        model=model, attention=container["attention"], head=container["head"],
+        id2label={i: f"class{i}" for i in range(NUM_LABELS)},
+        tokenizer=_FixedVocab(int(model["tokenizer_vocab_size"])), optim=container["optim"],
         data={"max_length": int(cfg.data.max_length), "pad_to_multiple_of": int(cfg.model.block_size)},
     )
 

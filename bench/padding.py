@@ -24,12 +24,11 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
-from bigbird_ft.attention import build_backend
 from bigbird_ft.data.collate import BlockPaddingCollator
 from bigbird_ft.data.sampler import LengthBucketBatchSampler
 from bigbird_ft.data.sources import HyperpartisanDataModule
 from bigbird_ft.data.tokenization import resolve_tokenizer
-from bigbird_ft.encoder import make_encoder_config
+from bigbird_ft.factory import build_classifier
 from bigbird_ft.module import BigBirdClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,12 +69,10 @@ def loaders(rows: list[dict], tokenizer) -> dict[str, DataLoader]:
 
 
 def build_model(tokenizer) -> BigBirdClassifier:
-    backend = build_backend("hf_block_sparse", block_size=BLOCK, num_random_blocks=3)
     torch.manual_seed(SEED)
-    return BigBirdClassifier(
+    return build_classifier(
         model=MODEL, attention={"name": "hf_block_sparse"}, head={"name": "cls", "dropout": 0.0},
-        optim={"lr": 1e-3}, id2label={0: "false", 1: "true"},
-        encoder_config=make_encoder_config(MODEL, tokenizer, backend.hf_attention_type),
+        id2label={0: "false", 1: "true"}, tokenizer=tokenizer, optim={"lr": 1e-3},
     )
 
 

@@ -119,24 +119,18 @@ TINY_MODEL = {
 @pytest.fixture
 def make_classifier(tiny_tokenizer):
     """Build a tiny BigBirdClassifier with the given backend and head."""
-    from bigbird_ft.attention import build_backend
-    from bigbird_ft.encoder import make_encoder_config
-    from bigbird_ft.module import BigBirdClassifier
+    from bigbird_ft.factory import build_classifier
 
     def factory(attention: str = "hf_block_sparse", head: str = "cls", num_labels: int = 3, **head_opts):
-        backend = build_backend(attention, block_size=16, num_random_blocks=2)
-        encoder_config = make_encoder_config(TINY_MODEL, tiny_tokenizer, backend.hf_attention_type)
-        module = BigBirdClassifier(
+        return build_classifier(
             model=TINY_MODEL,
             attention={"name": attention},
             head={"name": head, "dropout": 0.0, **head_opts},
-            optim={"lr": 1e-3},
             id2label={i: f"label_{chr(97 + i)}" for i in range(num_labels)},
-            encoder_config=encoder_config,
+            tokenizer=tiny_tokenizer,
+            optim={"lr": 1e-3},
             data={"max_length": 512, "pad_to_multiple_of": 16, "text_column": "text"},
         )
-        module.tokenizer = tiny_tokenizer
-        return module
 
     return factory
 

@@ -352,7 +352,7 @@ def test_flex_cpu_training_is_a_user_error() -> None:
 
 
 def test_bad_options_are_user_errors() -> None:
-    with pytest.raises(UserError, match="model.random_blocks"):
+    with pytest.raises(UserError, match="attention.random_blocks"):
         build_backend("block_sparse", block_size=16, num_random_blocks=2, random_blocks="sometimes")
     with pytest.raises(UserError, match="no option"):
         build_backend("sdpa", block_size=16, num_random_blocks=2, random_blocks="hf")

@@ -24,10 +24,10 @@ from transformers import (
     T5Model,
 )
 
-from bigbird_ft.attention import build_backend
 from bigbird_ft.convert import convert, main, resolve_pretrained
 from bigbird_ft.encoder import make_encoder_config
 from bigbird_ft.errors import UserError
+from bigbird_ft.factory import build_classifier
 from bigbird_ft.module import BigBirdClassifier
 
 from .conftest import PYTHON, in_ci, run_script, tiny_overrides
@@ -79,16 +79,13 @@ def batch_with_padding(pad_id: int, length: int, vocab: int = 30000) -> tuple[to
 
 def converted_module(source: Path | str, attention: str, length: int = 1024, block_size: int = 16,
                      num_random_blocks: int = 2, head: str = "cls") -> BigBirdClassifier:
-    """Built the way train.py builds it: make_encoder_config + conversion in build_encoder."""
+    """Built the way train.py builds it: the factory, make_encoder_config, conversion in build_encoder."""
     model = {"pretrained": str(source), "block_size": block_size, "num_random_blocks": num_random_blocks,
              "max_position_embeddings": length,
              "config": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}
     tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(str(source)))
-    backend = build_backend(attention, block_size=block_size, num_random_blocks=num_random_blocks)
-    encoder_config = make_encoder_config(model, tokenizer, backend.hf_attention_type)
-    return BigBirdClassifier(model=model, attention={"name": attention}, head={"name": head}, optim={"lr": 1e-3},
-                             id2label={0: "a", 1: "b"}, encoder_config=encoder_config,
-                             init_weights_from=str(source)).eval()
+    return build_classifier(model=model, attention={"name": attention}, head={"name": head},
+                            id2label={0: "a", 1: "b"}, tokenizer=tokenizer).eval()
 
 
 @pytest.mark.parametrize("attention", ["hf_full", "sdpa"])

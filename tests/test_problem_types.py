@@ -254,4 +254,4 @@ def test_checkpoint_keeps_problem_type_and_loss_options(tiny_tokenizer, tmp_path
     restored = BigBirdClassifier.load_from_checkpoint(tmp_path / "m.ckpt", map_location="cpu")
     assert restored.problem_type == problem_type and restored.id2label == module.id2label
     if problem_type == MULTI:
-        assert restored.threshold == 0.3 and restored.pos_weight.tolist() == [1.0, 2.0, 3.0]
+        assert restored.threshold == 0.3 and restored.loss_weights.tolist() == [1.0, 2.0, 3.0]

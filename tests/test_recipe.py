@@ -23,12 +23,19 @@ def lr_by_group(groups) -> dict[str, float]:
     return {g["name"]: g["lr"] for g in groups}
 
 
+def groups_of(module) -> list[dict]:
+    """The AdamW groups configure_optimizers builds for this module."""
+    from bigbird_ft.optim import parameter_groups
+
+    return parameter_groups(module.model, module.hparams.optim, module.encoder.config.num_hidden_layers)
+
+
 @pytest.mark.parametrize("head", ["cls", "pooler"])
 def test_layerwise_lr_decay_and_head_lr_groups(tiny_tokenizer, head):
     lr, decay, layers = 1e-3, 0.5, 3
     module = build_tiny(tiny_tokenizer, head=head, num_layers=layers,
                         optim={"lr": lr, "layerwise_lr_decay": decay, "head_lr": 1e-2, "weight_decay": 0.01})
-    groups = module.parameter_groups()
+    groups = groups_of(module)
     lrs = lr_by_group(groups)
     expected = {"embeddings": lr * decay ** (layers + 1), "head": 1e-2}
     expected.update({f"layer_{i}": lr * decay ** (layers - i) for i in range(layers)})
@@ -49,7 +56,7 @@ def test_layerwise_lr_decay_and_head_lr_groups(tiny_tokenizer, head):
 
 def test_warmup_schedule_keeps_the_per_group_ratios(tiny_tokenizer):
     module = build_tiny(tiny_tokenizer, optim={"lr": 1e-3, "layerwise_lr_decay": 0.8})
-    optimizer = torch.optim.AdamW(module.parameter_groups())
+    optimizer = torch.optim.AdamW(groups_of(module))
     scheduler = get_linear_schedule_with_warmup(optimizer, 4, 10)
     for _ in range(2):
         optimizer.step()
@@ -62,7 +69,7 @@ def test_warmup_schedule_keeps_the_per_group_ratios(tiny_tokenizer):
 
 def test_without_decay_every_group_has_the_base_lr(tiny_tokenizer):
     module = build_tiny(tiny_tokenizer, optim={"lr": 3e-4})
-    assert set(lr_by_group(module.parameter_groups()).values()) == {3e-4}
+    assert set(lr_by_group(groups_of(module)).values()) == {3e-4}
 
 
 def tiny_loader(module, n_batches: int = 2):
@@ -141,7 +148,8 @@ def test_bf16_mixed_runs_one_step_with_full_attention_on_cpu(tmp_path):
 
 
 def test_class_weights_and_pos_weight_auto(tmp_path):
-    from bigbird_ft.training import resolve_loss_weights
+    def resolve_loss_weights(model_cfg, datamodule):
+        return datamodule.task.resolve_weights(model_cfg, datamodule.train_labels, datamodule.label2id)
 
     single = InMemory({"train": {"text": texts(8), "label": ["a", "a", "a", "b"] * 2},
                        "validation": {"text": texts(2), "label": ["a", "b"]}})
@@ -159,14 +167,15 @@ def test_class_weights_and_pos_weight_auto(tmp_path):
 
 
 def test_regression_moves_the_default_monitor_to_mse():
-    from bigbird_ft.training import adapt_monitor_to_problem_type
+    from bigbird_ft.tasks import task_for
+    from bigbird_ft.training import adapt_monitor_to_task
 
     cfg = OmegaConf.create({"monitor": "val/acc", "monitor_mode": "max", "optimized_metric": "val/acc_best"})
     OmegaConf.set_struct(cfg, True)
-    adapt_monitor_to_problem_type(cfg, REGRESSION)
+    adapt_monitor_to_task(cfg, task_for(REGRESSION))
     assert (cfg.monitor, cfg.monitor_mode, cfg.optimized_metric) == ("val/mse", "min", "val/mse_best")
     chosen = OmegaConf.create({"monitor": "val/pearson", "monitor_mode": "max", "optimized_metric": "val/pearson_best"})
-    adapt_monitor_to_problem_type(chosen, REGRESSION)
+    adapt_monitor_to_task(chosen, task_for(REGRESSION))
     assert chosen.monitor == "val/pearson"  # a monitor the user set is left alone
 
 

@@ -24,25 +24,19 @@ def build_tiny(
     num_layers: int = 2,
 ):
     """Same shape as conftest's make_classifier, plus problem type / loss / optimizer options."""
-    from bigbird_ft.attention import build_backend
-    from bigbird_ft.encoder import make_encoder_config
-    from bigbird_ft.module import BigBirdClassifier
+    from bigbird_ft.factory import build_classifier
 
     model = copy.deepcopy(TINY_MODEL)
     model["config"]["num_hidden_layers"] = num_layers
     model.update(model_extra or {})
-    backend = build_backend(attention, block_size=16, num_random_blocks=2)
-    encoder_config = make_encoder_config(model, tokenizer, backend.hf_attention_type)
     id2label = {0: "prediction"} if problem_type == REGRESSION else {i: f"l{i}" for i in range(num_labels)}
-    module = BigBirdClassifier(
+    return build_classifier(
         model=model,
         attention={"name": attention},
         head={"name": head, "dropout": 0.0},
-        optim={"lr": 1e-3, **(optim or {})},
         id2label=id2label,
-        encoder_config=encoder_config,
+        tokenizer=tokenizer,
         problem_type=problem_type,
+        optim={"lr": 1e-3, **(optim or {})},
         data={"max_length": 512, "pad_to_multiple_of": 16, "text_column": "text"},
     )
-    module.tokenizer = tokenizer
-    return module

@@ -16,8 +16,10 @@ import torch
 from transformers import BigBirdConfig, BigBirdForSequenceClassification
 
 from .errors import UserError
+from .factory import build_classifier
 from .io_utils import atomic_dir
 from .module import BigBirdClassifier
+from .tasks import DEFAULT_TASK
 
 FULL_ATTENTION_BACKENDS = ("hf_full", "sdpa")
 
@@ -30,7 +32,7 @@ def export_config(module: BigBirdClassifier) -> BigBirdConfig:
     config.id2label = dict(module.id2label)
     config.label2id = module.label2id
     config.num_labels = module.num_labels
-    config.problem_type = module.hparams.problem_type
+    config.problem_type = module.problem_type
     config.architectures = ["BigBirdForSequenceClassification"]
     return config
 
@@ -148,14 +150,13 @@ def load_exported(path: str | Path) -> BigBirdClassifier:
     backend = "hf_full" if config.attention_type == "original_full" else "hf_block_sparse"
     encoder_config = {k: v for k, v in config.to_dict().items()
                       if k not in ("id2label", "label2id", "architectures", "problem_type")}
-    module = BigBirdClassifier(
+    module = build_classifier(
         model={"block_size": config.block_size, "num_random_blocks": config.num_random_blocks},
         attention={"name": backend},
         head=head,
-        optim={"lr": 0.0},
         id2label={int(k): v for k, v in config.id2label.items()},
         encoder_config=encoder_config,
-        problem_type=config.problem_type or "single_label_classification",
+        problem_type=config.problem_type or DEFAULT_TASK,
     )
     state = load_file(str(path / "model.safetensors"))
     if stock:

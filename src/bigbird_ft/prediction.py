@@ -19,7 +19,7 @@ from .data.datamodule import join_text_columns
 from .distributed import HydraDDPStrategy, ddp_job_scope, gather_objects
 from .errors import UserError
 from .io_utils import atomic_path
-from .module import MULTI_LABEL, REGRESSION, BigBirdClassifier
+from .module import BigBirdClassifier
 from .training import route_lightning_logs_to_hydra
 
 INPUT_READERS = {".csv", ".json", ".jsonl", ".parquet", ".txt"}
@@ -225,23 +225,9 @@ def aggregate(rows: torch.Tensor, logits: torch.Tensor, n_docs: int, how: str) -
 
 
 def prediction_frame(ids: list[Any], logits: torch.Tensor, module: BigBirdClassifier) -> pd.DataFrame:
-    """The output columns of INTERFACE.md, by the checkpoint's problem type."""
-    outputs = module.outputs(logits)
-    if module.problem_type == REGRESSION:
-        return pd.DataFrame({"id": ids, "prediction": outputs.numpy()})
-    if module.problem_type == MULTI_LABEL:
-        names = [module.id2label[i] for i in range(module.num_labels)]
-        chosen = outputs >= module.threshold
-        joined = ["|".join(n for n, keep in zip(names, row, strict=True) if keep) for row in chosen.tolist()]
-        result = pd.DataFrame({"id": ids, "labels": joined})
-    else:
-        score, index = outputs.max(-1)
-        result = pd.DataFrame(
-            {"id": ids, "label": [module.id2label[int(i)] for i in index], "score": score.numpy()}
-        )
-    for idx, name in sorted(module.id2label.items()):
-        result[f"prob_{name}"] = outputs[:, idx].numpy()
-    return result
+    """The output columns of INTERFACE.md: ``id``, then what the checkpoint's task writes."""
+    columns = module.task.prediction_columns(module.outputs(logits), module.id2label, module.threshold)
+    return pd.DataFrame({"id": ids, **columns})
 
 
 def write_predictions(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,16 +15,18 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .attention.registry import backend_class, build_backend
+from .attention.registry import backend_class
 from .data.datamodule import TextClassificationDataModule
 from .data.tokenization import resolve_tokenizer
 from .distributed import ddp_job_scope, one_process_at_a_time
 from .encoder import make_encoder_config
 from .errors import UserError
 from .export import export_hf_model
+from .factory import build_classifier
 from .instantiate import instantiate_callbacks, instantiate_loggers
 from .io_utils import write_json_atomic
-from .module import PROBLEM_TYPES, REGRESSION, SINGLE_LABEL, BigBirdClassifier
+from .module import BigBirdClassifier
+from .tasks import Task, task_for
 
 
 def task_wrapper(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
@@ -54,68 +55,25 @@ def container(cfg: DictConfig | None) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if cfg is not None else {}
 
 
-def check_lengths(cfg: DictConfig, encoder_config: dict[str, Any], backend_name: str) -> None:
-    """Fail in seconds, before the first step, on lengths the model cannot take."""
-    block = int(cfg.model.block_size)
-    multiple = int(cfg.data.pad_to_multiple_of)
-    padded_max = math.ceil(int(cfg.data.max_length) / multiple) * multiple
-    positions = int(encoder_config["max_position_embeddings"])
-    if padded_max > positions:
-        raise UserError(
-            f"data.max_length={cfg.data.max_length} (padded to {padded_max}) exceeds the model's "
-            f"max_position_embeddings={positions}; lower data.max_length"
-        )
-    if backend_name != "hf_full" and multiple % block != 0:
-        raise UserError(
-            f"data.pad_to_multiple_of={multiple} is not a multiple of model.block_size={block}; "
-            "set data.pad_to_multiple_of to a multiple of the block size"
-        )
-
-
-def resolve_loss_weights(model_cfg: dict[str, Any], datamodule: TextClassificationDataModule) -> dict[str, Any]:
-    """``class_weights=auto`` / ``pos_weight=auto`` -> lists from the training labels (stored in hparams)."""
-    model_cfg = dict(model_cfg)
-    if model_cfg.get("class_weights") == "auto":
-        if datamodule.problem_type != SINGLE_LABEL:
-            raise UserError("model.class_weights applies to single_label_classification only; set it to null")
-        counts = datamodule.label_counts()
-        total = sum(counts)
-        # inverse frequency, scaled so a balanced set gets weight 1 everywhere (sklearn's "balanced")
-        model_cfg["class_weights"] = [total / (len(counts) * max(c, 1.0)) for c in counts]
-        rank_zero_info(f"model.class_weights=auto: {[round(w, 4) for w in model_cfg['class_weights']]}")
-    if model_cfg.get("pos_weight") == "auto":
-        if datamodule.problem_type != "multi_label_classification":
-            raise UserError("model.pos_weight applies to multi_label_classification only; set it to null")
-        positives = datamodule.label_counts()
-        total = datamodule.num_train_examples()
-        model_cfg["pos_weight"] = [(total - p) / max(p, 1.0) for p in positives]
-        rank_zero_info(f"model.pos_weight=auto: {[round(w, 4) for w in model_cfg['pos_weight']]}")
-    for key in ("class_weights", "pos_weight"):
-        if isinstance(model_cfg.get(key), str):
-            raise UserError(f"model.{key}={model_cfg[key]} is not understood; use auto, a list of numbers or null")
-    return model_cfg
-
-
-def adapt_monitor_to_problem_type(cfg: DictConfig, problem_type: str) -> None:
-    """Regression logs no val/acc: move the default monitor to val/mse (min) instead of failing late."""
-    if problem_type != REGRESSION or cfg.get("monitor") != "val/acc":
-        return
-    with open_dict(cfg):
-        cfg.monitor = "val/mse"
-        cfg.monitor_mode = "min"
-        if cfg.get("optimized_metric") == "val/acc_best":
-            cfg.optimized_metric = "val/mse_best"
-    rank_zero_info(
-        "problem_type=regression: monitor=val/mse monitor_mode=min optimized_metric="
-        f"{cfg.get('optimized_metric')} (regression logs no val/acc)"
-    )
-
-
 def check_problem_type(cfg: DictConfig) -> None:
     """Checked here: raised inside hydra.utils.instantiate it would come wrapped in a traceback."""
-    problem_type = cfg.model.get("problem_type")
-    if problem_type is not None and problem_type not in PROBLEM_TYPES:
-        raise UserError(f"unknown model.problem_type '{problem_type}'; use one of {', '.join(PROBLEM_TYPES)} or null")
+    if cfg.model.get("problem_type") is not None:
+        task_for(cfg.model.problem_type)
+
+
+def adapt_monitor_to_task(cfg: DictConfig, task: Task) -> None:
+    """A task without val/acc (regression) moves the default monitor to its own instead of failing late."""
+    metric, mode = task.monitor
+    if cfg.get("monitor") != "val/acc" or metric == "val/acc":
+        return
+    with open_dict(cfg):
+        cfg.monitor, cfg.monitor_mode = metric, mode
+        if cfg.get("optimized_metric") == "val/acc_best":
+            cfg.optimized_metric = f"{metric}_best"
+    rank_zero_info(
+        f"problem_type={task.name}: monitor={metric} monitor_mode={mode} optimized_metric="
+        f"{cfg.get('optimized_metric')} ({task.name} logs no val/acc)"
+    )
 
 
 def trains_on_cpu(cfg: DictConfig) -> bool:
@@ -144,6 +102,7 @@ def check_precision(cfg: DictConfig) -> None:
 
 
 def build_module(cfg: DictConfig, datamodule: TextClassificationDataModule) -> BigBirdClassifier:
+    """Tokenizer -> DataModule, model config -> classifier, the model's lengths -> DataModule."""
     tokenizer_spec = str(cfg.model.tokenizer)
     tokenizer = resolve_tokenizer(
         tokenizer_spec,
@@ -153,32 +112,35 @@ def build_module(cfg: DictConfig, datamodule: TextClassificationDataModule) -> B
         trust_remote_code=bool(cfg.model.get("trust_remote_code", False)),
     )
     datamodule.attach_tokenizer(tokenizer)
-    backend = build_backend(
-        cfg.attention.name, block_size=int(cfg.model.block_size), num_random_blocks=int(cfg.model.num_random_blocks)
-    )
-    encoder_config = make_encoder_config(container(cfg.model), tokenizer, backend.hf_attention_type)
-    check_lengths(cfg, encoder_config, backend.name)
-    # a converted BERT's tokenizer says 512: its limit is now the encoder's (stored in hf_model/ too)
-    tokenizer.model_max_length = int(encoder_config["max_position_embeddings"])
-    module = BigBirdClassifier(
-        model=resolve_loss_weights(container(cfg.model), datamodule),
+    model_cfg = datamodule.task.resolve_weights(container(cfg.model), datamodule.train_labels, datamodule.label2id)
+    encoder_config = make_encoder_config(model_cfg, tokenizer, backend_class(cfg.attention.name).hf_attention_type)
+    connect(datamodule, encoder_config, cfg.attention.name)
+    return build_classifier(
+        model=model_cfg,
         attention=container(cfg.attention),
         head=container(cfg.head),
-        optim=container(cfg.optim),
         id2label=datamodule.id2label,
+        tokenizer=tokenizer,
         encoder_config=encoder_config,
-        problem_type=datamodule.problem_type or SINGLE_LABEL,
+        problem_type=datamodule.problem_type,
+        optim=container(cfg.optim),
+        # what predict needs to read documents the way training did
         data={
-            "max_length": int(cfg.data.max_length),
-            "pad_to_multiple_of": int(cfg.data.pad_to_multiple_of),
+            "max_length": datamodule.max_length,
+            "pad_to_multiple_of": datamodule.pad_to_multiple_of,
             "text_column": container(cfg.data).get("text_column", "text"),
-            "text_separator": cfg.data.get("text_separator", "\n\n"),
-            "eval_batch_size": int(cfg.data.get("eval_batch_size") or cfg.data.batch_size),
+            "text_separator": datamodule.text_separator,
+            "eval_batch_size": datamodule.eval_batch_size,
         },
-        init_weights_from=cfg.model.get("pretrained"),
     )
-    module.tokenizer = tokenizer
-    return module
+
+
+def connect(datamodule: TextClassificationDataModule, encoder_config: dict[str, Any], attention: str) -> None:
+    datamodule.connect(
+        block_size=int(encoder_config["block_size"]),
+        max_positions=int(encoder_config["max_position_embeddings"]),
+        block_aligned=attention != "hf_full",  # HF full attention takes any length
+    )
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -222,7 +184,7 @@ def train(cfg: DictConfig) -> float | None:
     # datasets cache, the others wait for the lock and then read the caches
     with one_process_at_a_time(cfg.paths.cache_dir):
         datamodule.prepare_raw()
-        adapt_monitor_to_problem_type(cfg, datamodule.problem_type)
+        adapt_monitor_to_task(cfg, datamodule.task)
         if eval_only:
             module = BigBirdClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
             if module.id2label != datamodule.id2label:
@@ -231,6 +193,7 @@ def train(cfg: DictConfig) -> float | None:
                     f"{datamodule.label_names}; evaluate on the data it was trained on (data=...)"
                 )
             datamodule.attach_tokenizer(module.tokenizer)
+            connect(datamodule, module.hparams.encoder_config, module.backend.name)
         else:
             module = build_module(cfg, datamodule)
         datamodule.setup("fit")
@@ -254,15 +217,13 @@ def train(cfg: DictConfig) -> float | None:
     if not eval_only:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(scalar_metrics(trainer.callback_metrics))
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if best:
-            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-            module.load_state_dict(state)
-            rank_zero_info(f"Best checkpoint: {best}")
-        # val metrics of the weights we export (the best ones), not of the last epoch
-        metrics.update(scalar_metrics(trainer.validate(module, datamodule=datamodule, verbose=False)[0]))
-    else:
-        metrics.update(scalar_metrics(trainer.validate(module, datamodule=datamodule, verbose=False)[0]))
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback and not eval_only else ""
+    if best:
+        rank_zero_info(f"Best checkpoint: {best}")
+    # val metrics of the weights we test and export (the best ones, loaded into module), not the last epoch's
+    best_ckpt = "best" if best else None
+    metrics.update(scalar_metrics(
+        trainer.validate(module, datamodule=datamodule, ckpt_path=best_ckpt, verbose=False, weights_only=True)[0]))
 
     if cfg.get("test", False):
         if datamodule.has_test_split():

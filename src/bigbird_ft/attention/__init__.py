@@ -2,6 +2,6 @@
 
 from . import block_sparse, flex, hf_block_sparse, hf_full, sdpa  # noqa: F401  (registration side effects)
 from .base import AttentionBackend
-from .registry import available_backends, build_backend, register_backend
+from .registry import available_backends, backend_class, build_backend, register_backend
 
-__all__ = ["AttentionBackend", "available_backends", "build_backend", "register_backend"]
+__all__ = ["AttentionBackend", "available_backends", "backend_class", "build_backend", "register_backend"]

@@ -181,7 +181,7 @@ def check_random_blocks(backend: str, mode: Any) -> str:
     if mode not in RANDOM_BLOCK_MODES:
         raise UserError(
             f"attention={backend}: random_blocks={mode!r} is not one of {', '.join(RANDOM_BLOCK_MODES)}; "
-            "set model.random_blocks"
+            "set attention.random_blocks"
         )
     return str(mode)
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from ..errors import UserError
+from ..tasks import Task, infer_task, task_for
 from .collate import BlockPaddingCollator
 from .sampler import LengthBucketBatchSampler, rank_sampler
 from .validation import check_rows
@@ -44,36 +44,6 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
-REGRESSION_LABEL = "prediction"
-
-
-def infer_problem_type(feature: Any, values: Sequence[Any], label_separator: str | None) -> str:
-    """HF run_classification's rule: list labels (or split strings) are multi-label, fractional floats regression."""
-    if isinstance(feature, datasets.List | datasets.Sequence | datasets.LargeList):
-        return "multi_label_classification"
-    if label_separator:
-        return "multi_label_classification"
-    dtype = getattr(feature, "dtype", "")
-    if dtype.startswith("float") and any(v is not None and float(v) != int(float(v)) for v in values):
-        return "regression"
-    return "single_label_classification"
-
-
-def split_labels(value: Any, separator: str | None) -> list[str]:
-    """One multi-label cell -> label names: a list as is, a string split on ``separator``.
-
-    An empty cell (None, or NaN as pandas reads it) is the empty label set.
-    """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return []
-    if isinstance(value, list | tuple):
-        return [str(v).strip() for v in value if str(v).strip()]
-    text = str(value)
-    parts = text.split(separator) if separator else [text]
-    return [p.strip() for p in parts if p.strip()]
-
-
 def decode_class_labels(ds: datasets.Dataset, column: str) -> datasets.Dataset:
     """Integer ClassLabel columns (as hub datasets and class_encode_column store them) become their names."""
     feature = ds.features.get(column)
@@ -95,15 +65,6 @@ def stratified_split(ds: datasets.Dataset, column: str, test_size: float, seed: 
     return datasets.DatasetDict({name: decode_class_labels(part, column) for name, part in parts.items()})
 
 
-def sort_labels(values: set[Any]) -> list[str]:
-    """Integer-like labels sort numerically ("2" before "10"), others as strings."""
-    as_text = {str(v) for v in values}
-    try:
-        return [str(v) for v in sorted(as_text, key=lambda v: float(v))]
-    except ValueError:
-        return sorted(as_text)
-
-
 class TextClassificationDataModule(L.LightningDataModule):
     """Shared pipeline; each ``data=`` option only says how to load its raw splits."""
 
@@ -114,7 +75,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         num_proc: int | None = None,
-        pad_to_multiple_of: int = 64,
+        pad_to_multiple_of: int | None = None,
         bucket_by_length: bool = True,
         val_fraction: float = 0.1,
         seed: int = 42,
@@ -132,7 +93,8 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers = int(num_workers)
         self.num_proc = num_proc
-        self.pad_to_multiple_of = int(pad_to_multiple_of)
+        #: null = the model's block size, handed over in connect()
+        self.pad_to_multiple_of = int(pad_to_multiple_of) if pad_to_multiple_of else None
         self.bucket_by_length = bool(bucket_by_length)
         self.val_fraction = float(val_fraction)
         self.seed = int(seed)
@@ -146,10 +108,8 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.label_names: list[str] = []
         self.label_separator = label_separator or None
-        if problem_type is not None and problem_type not in PROBLEM_TYPES:
-            raise UserError(f"unknown model.problem_type '{problem_type}'; use one of {', '.join(PROBLEM_TYPES)} or null")
-        #: the requested problem type (None = infer from the training labels); resolved in prepare_raw
-        self.problem_type: str | None = problem_type
+        #: the problem type (None = inferred from the training labels in prepare_raw)
+        self.task: Task | None = task_for(problem_type) if problem_type is not None else None
 
     # ------------------------------------------------------------- raw data
     def load_splits(self) -> datasets.DatasetDict:
@@ -175,27 +135,20 @@ class TextClassificationDataModule(L.LightningDataModule):
                 )
         raw = datasets.DatasetDict({split: self._check_rows(split, ds) for split, ds in raw.items()})
         columns, separator, label_column = self.text_columns, self.text_separator, self.label_column
-        if self.problem_type is None:
+        if self.task is None:
             train = raw["train"]
-            self.problem_type = infer_problem_type(
-                train.features[label_column], train[label_column], self.label_separator
-            )
-            rank_zero_info(f"model.problem_type inferred from the training labels: {self.problem_type}")
-        to_label = self._label_normaliser()
+            self.task = infer_task(train.features[label_column], train[label_column], self.label_separator)
+            rank_zero_info(f"model.problem_type inferred from the training labels: {self.task.name}")
+        task = self.task
+        to_label = task.normaliser(self.describe_source(), self.label_separator)
 
         def normalise(example: dict[str, Any]) -> dict[str, Any]:
             return {"text": join_text_columns(example, columns, separator), "label": to_label(example[label_column])}
 
-        label_feature = {
-            "single_label_classification": datasets.Value("string"),
-            "multi_label_classification": datasets.List(datasets.Value("string")),
-            "regression": datasets.Value("float64"),
-        }[self.problem_type]
-
         def output_features(ds: datasets.Dataset) -> datasets.Features:
             # explicit, so a batch of only empty label lists cannot be typed as list<null>
             kept = {k: v for k, v in ds.features.items() if k not in ("text", "label")}
-            return datasets.Features({**kept, "text": datasets.Value("string"), "label": label_feature})
+            return datasets.Features({**kept, "text": datasets.Value("string"), "label": task.label_feature})
 
         raw = datasets.DatasetDict(
             {
@@ -210,65 +163,12 @@ class TextClassificationDataModule(L.LightningDataModule):
         for split, ds in raw.items():
             if len(ds) == 0:
                 raise UserError(f"the {split} split of {self.describe_source()} is empty")
-        self.label_names = self._label_names(raw)
+        self.label_names = task.label_names({split: ds["label"] for split, ds in raw.items()},
+                                            self.describe_source())
         if "validation" not in raw:
-            raw["train"], raw["validation"] = (
-                self._stratified_split(raw["train"])
-                if self.problem_type == "single_label_classification"
-                else self._random_split(raw["train"])
-            )
+            split = self._stratified_split if task.stratified_split else self._random_split
+            raw["train"], raw["validation"] = split(raw["train"])
         self.raw = raw
-
-    def _label_normaliser(self) -> Callable[[Any], Any]:
-        """Raw label cell -> str (single-label), list[str] (multi-label) or float (regression)."""
-        problem_type, separator, source = self.problem_type, self.label_separator, self.describe_source()
-        if problem_type == "multi_label_classification":
-            return functools.partial(split_labels, separator=separator)
-        if problem_type == "regression":
-
-            def to_float(value: Any) -> float:
-                try:
-                    return float(value)
-                except (TypeError, ValueError):
-                    raise UserError(
-                        f"label {value!r} of {source} is not a number, but model.problem_type=regression; "
-                        "fix data.label_column or model.problem_type"
-                    ) from None
-
-            return to_float
-
-        def to_str(value: Any) -> str:
-            if isinstance(value, list | tuple):
-                raise UserError(
-                    f"label {value!r} of {source} is a list; set model.problem_type=multi_label_classification"
-                )
-            return str(value)
-
-        return to_str
-
-    def _label_names(self, raw: datasets.DatasetDict) -> list[str]:
-        """Sorted training label names (their union for multi-label); unseen eval labels are an error."""
-        if self.problem_type == "regression":
-            return [REGRESSION_LABEL]
-        multi = self.problem_type == "multi_label_classification"
-
-        def labels_of(split: str) -> set[str]:
-            column = raw[split]["label"]
-            return {name for row in column for name in row} if multi else set(column)
-
-        names = sort_labels(labels_of("train"))
-        if len(names) < (1 if multi else 2):
-            found = names[0] if names else "none"
-            raise UserError(f"the training labels hold one class only ({found}); check data.label_column")
-        for split in ("validation", "test"):
-            if split in raw:
-                unseen = sorted(labels_of(split) - set(names))
-                if unseen:
-                    raise UserError(
-                        f"labels {unseen} appear in the {split} split but not in train "
-                        f"(train labels: {names}); fix {self.describe_source()}"
-                    )
-        return names
 
     def _random_split(self, train: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:
         """Seeded validation split of train (multi-label and regression cannot be stratified)."""
@@ -293,43 +193,41 @@ class TextClassificationDataModule(L.LightningDataModule):
     def label2id(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.label_names)}
 
-    def label_encoder(self) -> Callable[[Any], Any]:
-        """Normalised label -> model target: class id, multi-hot float vector, or float."""
-        label2id = self.label2id
-        if self.problem_type == "multi_label_classification":
+    @property
+    def problem_type(self) -> str | None:
+        return self.task.name if self.task is not None else None
 
-            def multi_hot(names: list[str]) -> list[float]:
-                target = [0.0] * len(label2id)
-                for name in names:
-                    target[label2id[name]] = 1.0
-                return target
-
-            return multi_hot
-        if self.problem_type == "regression":
-            return float
-        return label2id.__getitem__
-
-    def label_counts(self) -> list[float]:
-        """Training examples per label (positives per label for multi-label): for class_weights=auto."""
+    def train_labels(self) -> list[Any]:
+        """The normalised training labels (``auto`` loss weights are computed from them)."""
         self.prepare_raw()
-        counts = [0.0] * len(self.label_names)
-        encode = self.label_encoder()
-        for label in self.raw["train"]["label"]:
-            if self.problem_type == "multi_label_classification":
-                counts = [c + v for c, v in zip(counts, encode(label), strict=True)]
-            else:
-                counts[encode(label)] += 1.0
-        return counts
-
-    def num_train_examples(self) -> int:
-        self.prepare_raw()
-        return len(self.raw["train"])
+        return list(self.raw["train"]["label"])
 
     def train_texts(self) -> list[str]:
         self.prepare_raw()
         return list(self.raw["train"]["text"])
 
     # ------------------------------------------------------------ tokenized
+    def connect(self, block_size: int, max_positions: int, block_aligned: bool = True) -> None:
+        """The model hands over what batches must fit (litgpt's ``DataModule.connect``): padding to
+        its block size unless ``data.pad_to_multiple_of`` says otherwise, and its position table.
+
+        Fails in seconds, before the first step, on lengths the model cannot take.
+        """
+        if self.pad_to_multiple_of is None:
+            self.pad_to_multiple_of = int(block_size)
+        elif block_aligned and self.pad_to_multiple_of % block_size != 0:
+            raise UserError(
+                f"data.pad_to_multiple_of={self.pad_to_multiple_of} is not a multiple of model.block_size="
+                f"{block_size}; set data.pad_to_multiple_of to a multiple of the block size"
+            )
+        multiple = self.pad_to_multiple_of
+        padded_max = math.ceil(self.max_length / multiple) * multiple
+        if padded_max > max_positions:
+            raise UserError(
+                f"data.max_length={self.max_length} (padded to {padded_max}) exceeds the model's "
+                f"max_position_embeddings={max_positions}; lower data.max_length"
+            )
+
     def attach_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
         self.tokenized = None
@@ -342,7 +240,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.prepare_raw()
         tokenizer, max_length, label2id = self.tokenizer, self.max_length, self.label2id
         tok_key = tokenizer_fingerprint(tokenizer)
-        encode_label = self.label_encoder()
+        encode_label = self.task.label_encoder(label2id)
         started = time.perf_counter()
 
         def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
@@ -376,6 +274,8 @@ class TextClassificationDataModule(L.LightningDataModule):
 
     # ----------------------------------------------------------- dataloaders
     def collator(self) -> BlockPaddingCollator:
+        if self.pad_to_multiple_of is None:
+            raise RuntimeError("connect() (or data.pad_to_multiple_of) must set the padding multiple first")
         return BlockPaddingCollator(self.tokenizer, self.pad_to_multiple_of)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

@@ -1,0 +1,56 @@
+"""The one place a classifier is made: training, export, the benches and the tests all call it.
+
+``load_from_checkpoint`` rebuilds one from its saved hyperparameters instead, which are exactly
+the arguments this function hands on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from .attention import backend_class
+from .encoder import make_encoder_config
+from .module import BigBirdClassifier
+from .tasks import DEFAULT_TASK
+
+
+def build_classifier(
+    model: Mapping[str, Any],
+    attention: Mapping[str, Any],
+    head: Mapping[str, Any],
+    id2label: Mapping[int, str],
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    encoder_config: Mapping[str, Any] | None = None,
+    problem_type: str = DEFAULT_TASK,
+    optim: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> BigBirdClassifier:
+    """``model``/``attention``/``head`` config dicts -> a classifier carrying ``tokenizer``.
+
+    The encoder config comes from ``model.*`` and the tokenizer (``make_encoder_config``) unless one
+    is given (an exported ``hf_model/`` has its own). ``model.pretrained`` loads or converts weights.
+    """
+    if encoder_config is None:
+        if tokenizer is None:
+            raise ValueError("build_classifier needs a tokenizer or an encoder_config")
+        encoder_config = make_encoder_config(model, tokenizer, backend_class(attention["name"]).hf_attention_type)
+    module = BigBirdClassifier(
+        model=dict(model),
+        attention=dict(attention),
+        head=dict(head),
+        optim=dict(optim or {"lr": 0.0}),
+        id2label=dict(id2label),
+        encoder_config=dict(encoder_config),
+        problem_type=problem_type,
+        data=dict(data) if data is not None else None,
+        init_weights_from=model.get("pretrained"),
+    )
+    if tokenizer is not None:
+        # a converted BERT's tokenizer says 512: its limit is now the encoder's (stored in hf_model/ too)
+        tokenizer.model_max_length = int(encoder_config["max_position_embeddings"])
+        module.tokenizer = tokenizer
+    return module

@@ -1,0 +1,44 @@
+"""Name -> task; the rule that infers a task from the training labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import datasets
+
+from ..errors import UserError
+from .base import Task
+
+_TASKS: dict[str, Task] = {}
+#: a checkpoint or hf_model/ that names no problem type was trained on one class per document
+DEFAULT_TASK = "single_label_classification"
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    _TASKS[cls.name] = cls()
+    return cls
+
+
+def weight_key_owner(key: str) -> str:
+    return next(task.name for task in _TASKS.values() if task.weight_key == key)
+
+
+def available_tasks() -> list[str]:
+    return list(_TASKS)
+
+
+def task_for(name: str) -> Task:
+    if name not in _TASKS:
+        raise UserError(f"unknown model.problem_type '{name}'; use one of {', '.join(available_tasks())} or null")
+    return _TASKS[name]
+
+
+def infer_task(feature: Any, values: Sequence[Any], label_separator: str | None) -> Task:
+    """HF run_classification's rule: list labels (or split strings) are multi-label, fractional floats regression."""
+    if isinstance(feature, datasets.List | datasets.Sequence | datasets.LargeList) or label_separator:
+        return task_for("multi_label_classification")
+    dtype = getattr(feature, "dtype", "")
+    if dtype.startswith("float") and any(v is not None and float(v) != int(float(v)) for v in values):
+        return task_for("regression")
+    return task_for(DEFAULT_TASK)
