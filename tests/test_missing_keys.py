@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,8 +31,17 @@ CASES = [
 ]
 
 
+#: python -m bigbird_ft.<tool>: conf/export.yaml and conf/convert.yaml
+TOOL_CASES = [
+    ("export", ["out=x"], "ckpt_path"),
+    ("export", ["ckpt_path=a.ckpt"], "out"),
+    ("convert", ["out=x"], "src"),
+    ("convert", ["src=x"], "out"),
+]
+
+
 def test_every_mandatory_key_has_a_case():
-    assert mandatory_keys() == {key for _, _, key in CASES}
+    assert mandatory_keys() == {key for _, _, key in CASES + TOOL_CASES}
 
 
 @pytest.mark.parametrize(("script", "args", "key"), CASES, ids=[c[2] for c in CASES])
@@ -41,3 +52,18 @@ def test_missing_mandatory_key_is_one_line(script, args, key, tmp_path: Path):
     assert errors == [f"error: {key} is required but not set; add {key}=... to the command"], result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "MissingMandatoryValue" not in result.stderr
     assert not (tmp_path / "preds.csv").exists()
+
+
+@pytest.mark.parametrize(("tool", "args", "key"), TOOL_CASES, ids=[f"{c[0]}-{c[2]}" for c in TOOL_CASES])
+def test_export_and_convert_name_a_missing_key(tool, args, key):
+    result = subprocess.run([sys.executable, "-m", f"bigbird_ft.{tool}", *args], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {key} is required but not set; add {key}=... to the command"]
+
+
+def test_export_names_an_unknown_key():
+    result = subprocess.run([sys.executable, "-m", "bigbird_ft.export", "ckpt_path=a.ckpt", "out=x", "onnx=3"],
+                            capture_output=True, text=True)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1
+    assert "onnx" in lines[0] and "ckpt_path, out, onnx_length" in lines[0]

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -240,22 +239,16 @@ def convert(
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    args = OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv)
-    unknown = set(args) - {"src", "out", "max_position_embeddings", "block_size", "num_random_blocks",
-                           "trust_remote_code"}
-    if unknown:
-        raise UserError(f"unknown key(s) {sorted(unknown)}; use src= out= [max_position_embeddings= block_size= "
-                        "num_random_blocks=]")
-    for key in ("src", "out"):
-        if args.get(key) in (None, ""):
-            raise UserError(f"missing {key}=; usage: python -m bigbird_ft.convert src=DIR|NAME out=DIR")
+    from .cli import compose_tool
+
+    args = compose_tool("convert", sys.argv[1:] if argv is None else argv)
     out = convert(
         str(args.src),
         str(args.out),
-        max_position_embeddings=int(args.get("max_position_embeddings", 4096)),
-        block_size=int(args.get("block_size", 64)),
-        num_random_blocks=int(args.get("num_random_blocks", 3)),
-        trust_remote_code=bool(args.get("trust_remote_code", False)),
+        max_position_embeddings=int(args.max_position_embeddings),
+        block_size=int(args.block_size),
+        num_random_blocks=int(args.num_random_blocks),
+        trust_remote_code=bool(args.trust_remote_code),
     )
     print(f"Converted {args.src} -> {out}")
 

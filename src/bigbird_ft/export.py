@@ -177,23 +177,20 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m bigbird_ft.export ckpt_path=PATH out=DIR [onnx_length=N]``: export any checkpoint."""
     import sys
 
+    from .cli import compose_tool
     from .errors import exit_on_user_error
 
     @exit_on_user_error
     def run(args: list[str]) -> None:
-        options = dict(arg.split("=", 1) for arg in args if "=" in arg)
-        unknown = sorted(set(options) - {"ckpt_path", "out", "onnx_length"}) + [a for a in args if "=" not in a]
-        if unknown or "ckpt_path" not in options or "out" not in options:
-            raise UserError("usage: python -m bigbird_ft.export ckpt_path=PATH out=DIR [onnx_length=N] "
-                            f"(got {' '.join(args)})")
-        onnx_length = options.get("onnx_length")
-        if onnx_length is not None and not onnx_length.isdigit():
+        cfg = compose_tool("export", args)
+        checkpoint, target = Path(cfg.ckpt_path), str(cfg.out)  # both read first: a missing one is named
+        onnx_length = cfg.onnx_length
+        if onnx_length is not None and (isinstance(onnx_length, bool) or not isinstance(onnx_length, int)):
             raise UserError(f"onnx_length={onnx_length} is not a whole number of tokens: fix onnx_length")
-        checkpoint = Path(options["ckpt_path"])
         if not checkpoint.is_file():
             raise UserError(f"checkpoint not found: {checkpoint}; fix ckpt_path")
         module = BigBirdClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-        out = export_hf_model(module, options["out"], None if onnx_length is None else int(onnx_length))
+        out = export_hf_model(module, target, onnx_length)
         print(f"Exported {checkpoint} to {out}")
 
     run(sys.argv[1:] if argv is None else argv)

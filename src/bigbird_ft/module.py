@@ -199,7 +199,10 @@ class BigBirdClassifier(L.LightningModule):
 
     def configure_callbacks(self) -> list[L.Callback]:
         freeze = int(self.hparams.optim.get("freeze_encoder_epochs", 0) or 0)
-        return [token_throughput(), *([FreezeEncoder(freeze)] if freeze > 0 else [])]
+        callbacks = [token_throughput(), *([FreezeEncoder(freeze)] if freeze > 0 else [])]
+        # Lightning asks again for validate/test after fit: keep the ones it already holds
+        present = {type(c) for c in self.trainer.callbacks}
+        return [c for c in callbacks if type(c) not in present]
 
     # ---------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
