@@ -110,3 +110,40 @@ def test_no_confusion_matrix_for_multi_label_or_regression(tiny_tokenizer, tmp_p
     for problem_type in (MULTI, REGRESSION):
         run_stage(build_tiny(tiny_tokenizer, problem_type=problem_type), "val", tmp_path)
     assert not list(tmp_path.glob("confusion_matrix_*.png"))
+
+
+def test_metric_values_match_sklearn_and_scipy():
+    """Every task's metrics on fixed predictions against an independent implementation."""
+    sklearn_metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn comes with the bench extra")
+    from scipy import stats
+
+    from bigbird_ft.tasks import task_for
+
+    g = torch.Generator().manual_seed(0)
+    # single-label, 3 classes, unbalanced so macro and micro F1 differ
+    probs = torch.softmax(torch.randn(40, 3, generator=g), -1)
+    labels = torch.tensor([0] * 25 + [1] * 10 + [2] * 5)
+    values = task_for(SINGLE).metrics(3, 0.5)(probs, labels)
+    preds = probs.argmax(-1).numpy()
+    assert float(values["acc"]) == pytest.approx(sklearn_metrics.accuracy_score(labels, preds))
+    assert float(values["f1"]) == pytest.approx(sklearn_metrics.f1_score(labels, preds, average="macro"))
+    assert values["f1_per_class"].tolist() == pytest.approx(list(sklearn_metrics.f1_score(labels, preds, average=None)))
+    binary = torch.softmax(torch.randn(30, 2, generator=g), -1)
+    targets = torch.randint(0, 2, (30,), generator=g)
+    auroc = task_for(SINGLE).metrics(2, 0.5)(binary, targets)["auroc"]
+    assert float(auroc) == pytest.approx(sklearn_metrics.roc_auc_score(targets, binary[:, 1]), abs=1e-6)
+    # multi-label at threshold 0.3
+    multi_probs = torch.rand(30, 4, generator=g)
+    multi_labels = (torch.rand(30, 4, generator=g) > 0.6).long()
+    values = task_for(MULTI).metrics(4, 0.3)(multi_probs, multi_labels)
+    chosen = (multi_probs >= 0.3).long().numpy()
+    assert float(values["subset_acc"]) == pytest.approx(sklearn_metrics.accuracy_score(multi_labels, chosen))
+    assert float(values["f1_micro"]) == pytest.approx(sklearn_metrics.f1_score(multi_labels, chosen, average="micro"))
+    assert float(values["f1_macro"]) == pytest.approx(sklearn_metrics.f1_score(multi_labels, chosen, average="macro"))
+    # regression
+    predicted, target = torch.randn(50, generator=g), torch.randn(50, generator=g)
+    values = task_for(REGRESSION).metrics(1, 0.5)(predicted, target)
+    assert float(values["mse"]) == pytest.approx(sklearn_metrics.mean_squared_error(target, predicted), rel=1e-5)
+    assert float(values["mae"]) == pytest.approx(sklearn_metrics.mean_absolute_error(target, predicted), rel=1e-5)
+    assert float(values["pearson"]) == pytest.approx(stats.pearsonr(predicted, target)[0], abs=1e-5)
+    assert float(values["spearman"]) == pytest.approx(stats.spearmanr(predicted, target)[0], abs=1e-5)

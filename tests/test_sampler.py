@@ -22,7 +22,8 @@ def test_each_epoch_covers_every_sample_once_and_reshuffles():
         flat = sorted(i for b in batches for i in b)
         assert flat == list(range(len(lens)))
         epochs.append(batches)
-    assert epochs[0] != epochs[1] != epochs[2]
+    # every pair differs (a chained != would never compare epoch 0 with epoch 2)
+    assert epochs[0] != epochs[1] and epochs[1] != epochs[2] and epochs[0] != epochs[2]
 
 
 def test_bucketing_pads_far_less_than_random_batches():

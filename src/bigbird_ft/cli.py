@@ -27,7 +27,7 @@ def unknown_group_option(conf_dir: Path, argv: list[str]) -> str | None:
             continue
         if value.startswith(("glob(", "choice(", "range(", "interval(")):
             continue
-        valid = sorted(p.stem for p in folder.glob("*.yaml"))
+        valid = sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))  # _base: shared keys
         for option in (o.strip() for o in value.split(",")):
             if option and option != "null" and option not in valid:
                 return f"unknown {group} option '{option}'; set {group}= to one of {', '.join(valid)}"
