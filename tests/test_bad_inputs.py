@@ -8,17 +8,12 @@ column) live in test_data_errors.py.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from .conftest import ROOT, run_script, tiny_overrides
+from .conftest import run_script, tiny_overrides
 from .test_data_errors import assert_one_line_error, good_rows, run_files, write_jsonl
 
 
@@ -152,23 +147,33 @@ def test_predict_empty_text(tmp_path, trained_run):
     assert_predict_error(result, out, "empty texts", "rows [1]")
 
 
-def test_killed_predict_leaves_no_output_file(tmp_path, trained_run):
-    # 2,000 documents of ~5,000 tokens in overlapping 512-token windows: ~20M tokens, minutes of
-    # prediction even on an idle machine, so a kill after 30 s always lands mid-run
-    rows = [{"id": i, "text": "movx kifagomx ritix nat tun " * 1000} for i in range(2000)]
-    path = write_jsonl(tmp_path / "many.jsonl", rows)
-    out = tmp_path / "p.csv"
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "predict.py"), f"run_dir={trained_run}", f"input={path}", f"output={out}",
-         "long_docs=chunk", "chunk_stride=256", f"hydra.run.dir={tmp_path / 'pred'}"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ},
-    )
-    time.sleep(30)
-    assert proc.poll() is None, "predict finished before it could be killed: make the input larger"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-    assert not out.exists()
+def test_a_crash_while_writing_predictions_leaves_no_output_file(tmp_path, make_classifier, monkeypatch):
+    """The writer dies after half the rows: neither the output nor a temporary file is left behind,
+    and an older output file is kept as it was (writing straight to ``output`` fails all three)."""
+    import pandas as pd
+    import torch
+    from omegaconf import OmegaConf
+
+    from bigbird_ft.prediction import write_predictions
+
+    module = make_classifier(num_labels=2)
+    frame = pd.DataFrame({"id": range(100), "text": ["x"] * 100})
+    logits = torch.randn(100, 2)
+    real_to_csv = pd.DataFrame.to_csv
+
+    def dies_halfway(self, path, **kwargs):
+        real_to_csv(self.iloc[: len(self) // 2], path, **kwargs)
+        raise MemoryError("killed mid-write")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", dies_halfway)
+    for existing in (None, "an older output\n"):
+        out = tmp_path / f"p{existing is not None}.csv"
+        if existing:
+            out.write_text(existing)
+        with pytest.raises(MemoryError):
+            write_predictions(frame, logits, module, OmegaConf.create({"id_column": "id"}), out)
+        assert (out.read_text() if out.exists() else None) == existing
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_predict_input_json_written_by_pandas(tmp_path, trained_run):
