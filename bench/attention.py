@@ -13,6 +13,9 @@ allocator slack); on CUDA ``torch.cuda.max_memory_allocated`` minus the allocati
     python bench/attention.py --backends sdpa block_sparse --lengths 1024 4096
     # the default experiment's model (block 16, batch 8)
     python bench/attention.py --preset longrange --backends hf_block_sparse block_sparse --lengths 2048 4096 --dropout 0.0
+    # where the time goes: one profiled step per configuration (README's breakdown)
+    python bench/attention.py --backends hf_block_sparse block_sparse --lengths 4096 --dropout 0.0 --steps 1 \
+        --profile --out bench/results/attention_profile.json
     # GPU: the base-size architecture (768 x 12 layers, random init), bf16 autocast, batch 1
     python bench/attention.py --device cuda --preset base --precision bf16 --lengths 4096 8192 \
         --out bench/results/attention_gpu_base.json
@@ -66,7 +69,7 @@ def _maxrss_mib() -> float:
 
 def run_one(
     backend_name: str, length: int, steps: int, device: str, dropout: float, preset: str = "small",
-    precision: str = "fp32",
+    precision: str = "fp32", profile: bool = False,
 ) -> dict[str, Any]:
     """One configuration, in this process (the worker side)."""
     import contextlib
@@ -140,7 +143,8 @@ def run_one(
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
         peak = _maxrss_mib() - base
-    return {
+    extra = {"profile": profile_step(step, sync)} if profile else {}
+    return {**extra,
         "backend": backend_name,
         "length": length,
         "mode": "forward" if forward_only else "forward+backward",
@@ -153,6 +157,22 @@ def run_one(
         "median_cpu_s": statistics.median(cpu_times),
         "peak_mem_mib": peak,
         "baseline_mem_mib": base / 2**20 if cuda else base,
+    }
+
+
+def profile_step(step: Any, sync: Any, top: int = 15) -> dict[str, Any]:
+    """One more step under torch.profiler: total self time and the ops that take most of it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+        sync()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    return {
+        "self_cpu_total_s": round(total, 3),
+        "top_ops": [{"op": e.key, "self_cpu_s": round(e.self_cpu_time_total / 1e6, 3), "calls": e.count}
+                    for e in events[:top]],
     }
 
 
@@ -176,6 +196,7 @@ def run_subprocess(backend: str, length: int, args: argparse.Namespace) -> dict[
         args.preset,
         "--precision",
         args.precision,
+        *(["--profile"] if args.profile else []),
     ]
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -326,12 +347,14 @@ def main() -> None:
         action="store_true",
         help="keep the other configurations already in --out (this run replaces its own)",
     )
+    parser.add_argument("--profile", action="store_true",
+                        help="also record one step's torch.profiler breakdown (top ops by self CPU time)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
         print(json.dumps(run_one(args.backends[0], args.lengths[0], args.steps, args.device, args.dropout,
-                                 args.preset, args.precision)))
+                                 args.preset, args.precision, args.profile)))
         return
 
     import torch
