@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -47,25 +48,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=["hyperpartisan", "peps"], default="hyperpartisan")
     parser.add_argument("--max-length", type=int, default=4096)
+    parser.add_argument("--out", type=Path, default=None, help="default bench/results/data_cache_<data>.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(one_setup(args.data, args.max_length, args.child)))
         return
+    load_before = os.getloadavg()[0]
     runs = []
     with tempfile.TemporaryDirectory() as cache_dir:
         for _ in range(2):
             out = subprocess.run([sys.executable, __file__, "--data", args.data, "--max-length", str(args.max_length),
                                   "--child", cache_dir], check=True, capture_output=True, text=True)
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    result = {"data": args.data, "max_length": args.max_length, "first": runs[0], "second": runs[1],
+    result = {"command": "PYTHONPATH=src python " + " ".join(["bench/data_cache.py", *sys.argv[1:]]),
+              "load_avg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+              "data": args.data, "max_length": args.max_length, "first": runs[0], "second": runs[1],
               "speedup": runs[0]["total_s"] / runs[1]["total_s"],
               "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}"}
     for name, run in (("first", runs[0]), ("second", runs[1])):
         print(f"{name:6s} prepare_raw {run['prepare_raw_s']:.2f}s  tokenizer {run['tokenizer_s']:.2f}s  "
               f"setup {run['setup_s']:.2f}s  total {run['total_s']:.2f}s")
     print(f"speed-up {result['speedup']:.1f}x")
-    target = ROOT / "bench" / "results" / f"data_cache_{args.data}.json"
+    target = args.out or ROOT / "bench" / "results" / f"data_cache_{args.data}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(result, indent=2) + "\n")
 

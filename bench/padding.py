@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -130,14 +132,18 @@ def main() -> None:
     parser.add_argument("--max-batches", type=int, default=None, help="time only the first N batches per strategy")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache-dir", default=str(ROOT / "data" / "cache"))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "padding.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     rows, tokenizer = features(Path(args.cache_dir))
     lengths = np.array([len(r["input_ids"]) for r in rows])
     model = build_model(tokenizer)
     epochs = {name: list(loader) for name, loader in loaders(rows, tokenizer).items()}
     results = run_all(epochs, model, args.max_batches)
     report = {
+        "command": "PYTHONPATH=src python " + " ".join(["bench/padding.py", *sys.argv[1:]]),
+        "load_avg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "data": "hyperpartisan train (645 articles), real BigBird tokenizer",
         "max_length": MAX_LENGTH, "batch_size": BATCH, "block_size": BLOCK,
         "model": "hidden 64, 2 layers, 4 heads, hf_block_sparse, forward+backward",
@@ -149,7 +155,7 @@ def main() -> None:
         "max_batches": args.max_batches,
         "strategies": results,
     }
-    out = ROOT / "bench" / "results" / "padding.json"
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     base = results["pad_to_max_length"]["epoch_s"]

@@ -184,3 +184,20 @@ def test_predict_input_json_written_by_pandas(tmp_path, trained_run):
     result = run_predict(tmp_path, f"run_dir={trained_run}", f"input={path}", f"output={out}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["x", "y"]
+
+
+def test_predict_reads_parquet_and_txt(tmp_path, trained_run):
+    texts = ["movx kifagomx ritix", "nat tun movx", "kifagomx " * 40]
+    pd.DataFrame({"id": ["a", "b", "c"], "text": texts}).to_parquet(tmp_path / "in.parquet")
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    outputs = {}
+    for name in ("in.parquet", "in.txt"):
+        out = tmp_path / f"{name}.jsonl"
+        result = run_script("predict.py", [f"run_dir={trained_run}", f"input={tmp_path / name}",
+                                           f"output={out}", f"hydra.run.dir={tmp_path / 'pred'}"])
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[name] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in outputs["in.parquet"]] == ["a", "b", "c"]
+    assert [r["id"] for r in outputs["in.txt"]] == [0, 1, 2]  # no id column: the row index
+    for parquet_row, txt_row in zip(outputs["in.parquet"], outputs["in.txt"], strict=True):
+        assert parquet_row["label"] == txt_row["label"] and parquet_row["score"] == pytest.approx(txt_row["score"])

@@ -16,7 +16,7 @@ import torch
 from transformers import BigBirdConfig, BigBirdForSequenceClassification
 
 from .errors import UserError
-from .factory import build_classifier
+from .factory import build_classifier, load_classifier
 from .io_utils import atomic_dir
 from .module import BigBirdClassifier
 from .tasks import DEFAULT_TASK
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"onnx_length={onnx_length} is not a whole number of tokens: fix onnx_length")
         if not checkpoint.is_file():
             raise UserError(f"checkpoint not found: {checkpoint}; fix ckpt_path")
-        module = BigBirdClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+        module = load_classifier(checkpoint)
         out = export_hf_model(module, target, onnx_length)
         print(f"Exported {checkpoint} to {out}")
 

@@ -6,13 +6,17 @@ the arguments this function hands on.
 
 from __future__ import annotations
 
+import pickle
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
 from .attention import backend_class
 from .encoder import make_encoder_config
+from .errors import UserError
 from .module import BigBirdClassifier
 from .tasks import DEFAULT_TASK
 
@@ -54,3 +58,16 @@ def build_classifier(
         tokenizer.model_max_length = int(encoder_config["max_position_embeddings"])
         module.tokenizer = tokenizer
     return module
+
+
+def load_classifier(path: str | Path, key: str = "ckpt_path") -> BigBirdClassifier:
+    """A classifier from a checkpoint file alone, with ``weights_only`` unpickling: a checkpoint may
+    come from anywhere, and ours hold only tensors and plain values. Anything else is one line."""
+    try:
+        return BigBirdClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        raise UserError(
+            f"{path} holds a pickled Python object ({found.group(1) if found else 'not a tensor'}), not only tensors and plain values; refusing to "
+            f"load it (weights_only); fix {key} or re-save the checkpoint without it"
+        ) from None

@@ -18,6 +18,7 @@ from .data.collate import BlockPaddingCollator
 from .data.datamodule import join_text_columns
 from .distributed import HydraDDPStrategy, ddp_job_scope, gather_objects
 from .errors import UserError
+from .factory import load_classifier
 from .io_utils import atomic_path
 from .module import BigBirdClassifier
 from .training import route_lightning_logs_to_hydra
@@ -116,7 +117,7 @@ def predict(cfg: DictConfig) -> Path:
     checkpoint = find_checkpoint(cfg)
     frame = read_input(source)
     # weights_only: a checkpoint may come from anywhere; ours holds only tensors and primitives
-    module = BigBirdClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+    module = load_classifier(checkpoint)
     module.eval()
     data_hp = module.hparams.data or {}
     columns = cfg.get("text_column") or data_hp.get("text_column", "text")

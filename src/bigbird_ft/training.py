@@ -22,7 +22,7 @@ from .distributed import ddp_job_scope, one_process_at_a_time
 from .encoder import make_encoder_config
 from .errors import UserError
 from .export import export_hf_model
-from .factory import build_classifier
+from .factory import build_classifier, load_classifier
 from .instantiate import instantiate_callbacks, instantiate_loggers
 from .io_utils import write_json_atomic
 from .module import BigBirdClassifier
@@ -186,7 +186,7 @@ def train(cfg: DictConfig) -> float | None:
         datamodule.prepare_raw()
         adapt_monitor_to_task(cfg, datamodule.task)
         if eval_only:
-            module = BigBirdClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+            module = load_classifier(ckpt_path)
             if module.id2label != datamodule.id2label:
                 raise UserError(
                     f"the checkpoint's labels {sorted(module.id2label.values())} differ from the data's "
