@@ -99,3 +99,37 @@ def test_default_run_bench_reports_seeds_truncation_and_heads(tmp_path):
     result = run_bench("default_run.py", ["--reparse", "--workdir", str(tmp_path / "work"), "--out", str(out)])
     assert result.returncode == 0, result.stderr[-4000:]
     assert json.loads(out.read_text())["max_length_512"]["runs"][0]["wall_s"] == run["wall_s"]
+
+
+@pytest.mark.slow
+def test_data_cache_and_padding_benches_write_their_json(tmp_path):
+    shared_path("data/hyperpartisan")
+    shared_path("tokenizers/bigbird-roberta-base/spiece.model")
+    out = tmp_path / "data_cache.json"
+    result = run_bench("data_cache.py", ["--max-length", "512", "--out", str(out)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert report["first"]["train_rows"] == report["second"]["train_rows"] > 500
+    # the second setup reads the token cache the first one wrote
+    assert report["second"]["setup_s"] < report["first"]["setup_s"]
+    assert "bench/data_cache.py --max-length 512" in report["command"] and "before" in report["load_avg_1min"]
+    out = tmp_path / "padding.json"
+    result = run_bench("padding.py", ["--max-batches", "1", "--threads", "1", "--out", str(out),
+                                      "--cache-dir", str(tmp_path / "cache")])
+    assert result.returncode == 0, result.stderr[-4000:]
+    strategies = json.loads(out.read_text())["strategies"]
+    efficiency = {name: row["pad_efficiency"] for name, row in strategies.items()}
+    # bucketing pads less than dynamic padding, which pads less than padding every row to max_length
+    assert efficiency["pad_to_max_length"] < efficiency["dynamic"] < efficiency["dynamic_bucketed"] <= 1.0
+
+
+@pytest.mark.slow
+def test_attention_bench_profile_names_the_top_ops(tmp_path):
+    out = tmp_path / "profile.json"
+    result = run_bench("attention.py", ["--backends", "block_sparse", "--lengths", "1024", "--steps", "1",
+                                        "--preset", "longrange", "--profile", "--out", str(out)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    profile = json.loads(out.read_text())["results"][0]["profile"]
+    ops = profile["top_ops"]
+    assert len(ops) == 15 and all(op["self_cpu_s"] >= 0 for op in ops)
+    assert sum(op["self_cpu_s"] for op in ops) <= profile["self_cpu_total_s"] + 1e-6
