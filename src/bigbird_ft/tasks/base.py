@@ -20,6 +20,8 @@ from ..errors import UserError
 
 #: per-label loss weights under ``model.``; each belongs to the one task whose ``weight_key`` it is
 WEIGHT_KEYS = ("class_weights", "pos_weight")
+#: weight key -> the name of the task it belongs to (filled by ``register_task``)
+WEIGHT_KEY_OWNERS: dict[str, str] = {}
 
 
 def metric_key(label: str) -> str:
@@ -117,12 +119,10 @@ class Task:
 
     def checked_weight_keys(self, model_cfg: Mapping[str, Any]) -> list[str]:
         """The weight keys set in ``model_cfg``; one that belongs to another task is an error."""
-        from .registry import weight_key_owner
-
         keys = [k for k in WEIGHT_KEYS if model_cfg.get(k) is not None]
         for key in keys:
             if key != self.weight_key:
-                raise UserError(f"model.{key} applies to {weight_key_owner(key)} only; set model.{key}=null")
+                raise UserError(f"model.{key} applies to {WEIGHT_KEY_OWNERS[key]} only; set model.{key}=null")
         return keys
 
     def check_labels(self, id2label: Mapping[int, str]) -> None:

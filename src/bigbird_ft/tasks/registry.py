@@ -8,7 +8,7 @@ from typing import Any
 import datasets
 
 from ..errors import UserError
-from .base import Task
+from .base import WEIGHT_KEY_OWNERS, Task
 
 _TASKS: dict[str, Task] = {}
 #: a checkpoint or hf_model/ that names no problem type was trained on one class per document
@@ -17,11 +17,9 @@ DEFAULT_TASK = "single_label_classification"
 
 def register_task(cls: type[Task]) -> type[Task]:
     _TASKS[cls.name] = cls()
+    if cls.weight_key:
+        WEIGHT_KEY_OWNERS[cls.weight_key] = cls.name
     return cls
-
-
-def weight_key_owner(key: str) -> str:
-    return next(task.name for task in _TASKS.values() if task.weight_key == key)
 
 
 def available_tasks() -> list[str]:
