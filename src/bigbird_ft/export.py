@@ -21,14 +21,10 @@ from .io_utils import atomic_dir
 from .module import BigBirdClassifier
 from .tasks import DEFAULT_TASK
 
-FULL_ATTENTION_BACKENDS = ("hf_full", "sdpa")
-
 
 def export_config(module: BigBirdClassifier) -> BigBirdConfig:
     config = BigBirdConfig(**module.hparams.encoder_config)
-    config.attention_type = (
-        "original_full" if module.backend.name in FULL_ATTENTION_BACKENDS else "block_sparse"
-    )
+    config.attention_type = "block_sparse" if module.backend.sparse else "original_full"
     config.id2label = dict(module.id2label)
     config.label2id = module.label2id
     config.num_labels = module.num_labels

@@ -139,7 +139,7 @@ def connect(datamodule: TextClassificationDataModule, encoder_config: dict[str, 
     datamodule.connect(
         block_size=int(encoder_config["block_size"]),
         max_positions=int(encoder_config["max_position_embeddings"]),
-        block_aligned=attention != "hf_full",  # HF full attention takes any length
+        block_aligned=backend_class(attention).sparse,
     )
 
 

@@ -21,6 +21,9 @@ class AttentionBackend:
     hf_attention_type: ClassVar[str] = "original_full"
     #: False for backends whose backward pass does not exist on CPU
     supports_cpu_training: ClassVar[bool] = True
+    #: the BigBird block-sparse pattern: batches are padded to whole blocks, and an export says
+    #: ``attention_type=block_sparse`` (HF's own kernel) for it
+    sparse: ClassVar[bool] = False
 
     def __init__(self, block_size: int = 64, num_random_blocks: int = 3, **options: Any) -> None:
         self.block_size = block_size

@@ -188,6 +188,7 @@ def check_random_blocks(backend: str, mode: Any) -> str:
 
 @register_backend("block_sparse")
 class BlockSparseAttention(PatchedBackend):
+    sparse = True
     """Options: ``random_blocks`` (hf | resample, default hf), ``seed`` (resample only, default 0)."""
 
     module_class = BlockSparseSelfAttention

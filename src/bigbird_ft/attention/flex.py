@@ -125,6 +125,7 @@ class FlexSelfAttention(BlockSparseSelfAttention):
 
 @register_backend("flex")
 class FlexAttention(PatchedBackend):
+    sparse = True
     """Options: ``random_blocks`` (hf | resample), ``seed``, ``compile`` (CPU only; default false)."""
 
     supports_cpu_training = False

@@ -18,6 +18,7 @@ from .registry import register_backend
 @register_backend("hf_block_sparse")
 class HFBlockSparseAttention(AttentionBackend):
     hf_attention_type = "block_sparse"
+    sparse = True
 
     def encode(
         self, encoder: BigBirdModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
