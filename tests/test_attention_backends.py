@@ -16,6 +16,8 @@ from bigbird_ft.attention.kernels import _drop_mask, dropout_attention, mask_to_
 from bigbird_ft.attention.plan import resampled_plan
 from bigbird_ft.errors import UserError
 
+from .conftest import require_module
+
 BLOCK = 16
 RAND = 2
 TOL = 1e-4
@@ -342,7 +344,7 @@ def test_dropout_kernel_matches_autograd_reference(gathered: bool) -> None:
 
 def test_block_sparse_builds_no_n_by_n_tensor() -> None:
     """Every tensor produced in forward and backward stays far below B*H*N*N elements."""
-    dispatch = pytest.importorskip("torch.utils._python_dispatch")
+    dispatch = require_module("torch.utils._python_dispatch", "a private torch module this torch lacks")
 
     class MaxNumel(dispatch.TorchDispatchMode):
         def __init__(self) -> None:

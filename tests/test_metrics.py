@@ -9,6 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import Logger
 
+from .conftest import require_module
 from .tiny_module import MULTI, REGRESSION, SINGLE, build_tiny
 
 
@@ -114,7 +115,7 @@ def test_no_confusion_matrix_for_multi_label_or_regression(tiny_tokenizer, tmp_p
 
 def test_metric_values_match_sklearn_and_scipy():
     """Every task's metrics on fixed predictions against an independent implementation."""
-    sklearn_metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn comes with the bench extra")
+    sklearn_metrics = require_module("sklearn.metrics", "scikit-learn comes with the bench extra")
     from scipy import stats
 
     from bigbird_ft.tasks import task_for

@@ -4,12 +4,12 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import torch
 
+from .conftest import require_module
 from .test_module import TEXTS, save_checkpoint
 
-ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (make setup installs it)")
+ort = require_module("onnxruntime", "the onnx extra is not installed (make setup installs it)")
 
 
 def export_cli(*args: str) -> subprocess.CompletedProcess:
