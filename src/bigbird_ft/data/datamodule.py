@@ -148,7 +148,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         def output_features(ds: datasets.Dataset) -> datasets.Features:
             # explicit, so a batch of only empty label lists cannot be typed as list<null>
             kept = {k: v for k, v in ds.features.items() if k not in ("text", "label")}
-            return datasets.Features({**kept, "text": datasets.Value("string"), "label": task.label_feature})
+            return datasets.Features({**kept, "text": datasets.Value("string"), "label": task.label_feature()})
 
         raw = datasets.DatasetDict(
             {

@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-import datasets
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import Metric, MetricCollection
@@ -33,8 +32,16 @@ class Task:
     """Stateless: the label names, weights and threshold it needs are handed in by the caller."""
 
     name: ClassVar[str]
-    #: the ``datasets`` feature of a normalised label (explicit, so empty label lists keep their type)
-    label_feature: ClassVar[Any] = datasets.Value("string")
+    def label_feature(self) -> Any:
+        """The ``datasets`` feature of a normalised label (explicit, so empty label lists keep their type).
+
+        ``datasets`` is imported here, not at module level: training has it loaded already, and
+        predict / export / a plain model stay ~80 MB lighter without it.
+        """
+        import datasets
+
+        return datasets.Value("string")
+
     #: ``model.<key>`` holding per-label loss weights (``auto`` = from the training labels), or None
     weight_key: ClassVar[str | None] = None
     #: the default ``monitor`` / ``monitor_mode`` of a run of this type

@@ -7,7 +7,6 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import datasets
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
@@ -34,10 +33,14 @@ def split_labels(value: Any, separator: str | None) -> list[str]:
 @register_task
 class MultiLabel(Task):
     name = "multi_label_classification"
-    label_feature = datasets.List(datasets.Value("string"))
     weight_key = "pos_weight"
     metric_aliases = {"acc": "subset_acc", "f1": "f1_macro"}
     min_train_labels = 1
+
+    def label_feature(self) -> Any:
+        import datasets
+
+        return datasets.List(datasets.Value("string"))
 
     def normaliser(self, source: str, separator: str | None) -> Callable[[Any], Any]:
         return functools.partial(split_labels, separator=separator)

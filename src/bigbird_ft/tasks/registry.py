@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import datasets
-
 from ..errors import UserError
 from .base import WEIGHT_KEY_OWNERS, Task
 
@@ -34,6 +32,8 @@ def task_for(name: str) -> Task:
 
 def infer_task(feature: Any, values: Sequence[Any], label_separator: str | None) -> Task:
     """HF run_classification's rule: list labels (or split strings) are multi-label, fractional floats regression."""
+    import datasets  # lazily: see Task.label_feature
+
     if isinstance(feature, datasets.List | datasets.Sequence | datasets.LargeList) or label_separator:
         return task_for("multi_label_classification")
     dtype = getattr(feature, "dtype", "")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import datasets
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
@@ -22,10 +21,14 @@ REGRESSION_LABEL = "prediction"
 @register_task
 class Regression(Task):
     name = "regression"
-    label_feature = datasets.Value("float64")
     monitor = ("val/mse", "min")
     lower_is_better = ("mse", "mae")
     headline = ("mse",)
+
+    def label_feature(self) -> Any:
+        import datasets
+
+        return datasets.Value("float64")
 
     def normaliser(self, source: str, separator: str | None) -> Callable[[Any], Any]:
         def to_float(value: Any) -> float:
