@@ -67,7 +67,8 @@ def load_classifier(path: str | Path, key: str = "ckpt_path") -> BigBirdClassifi
         return BigBirdClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = found.group(1) if found else "not a tensor"
         raise UserError(
-            f"{path} holds a pickled Python object ({found.group(1) if found else 'not a tensor'}), not only tensors and plain values; refusing to "
-            f"load it (weights_only); fix {key} or re-save the checkpoint without it"
+            f"{path} holds a pickled Python object ({what}), not only tensors and plain values; refusing "
+            f"to load it (weights_only); fix {key} or re-save the checkpoint without it"
         ) from None

@@ -70,7 +70,7 @@ class BigBirdClassifier(L.LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.best_metrics = nn.ModuleDict(
             {name: MinMetric() if name in self.task.lower_is_better else MaxMetric()
-             for name in self.task.best_trackers(self.num_labels)}
+             for name in self.task.best_trackers(metrics)}
         )
         self.val_confusion = self.task.confusion(self.num_labels)
         self.test_confusion = self.task.confusion(self.num_labels)

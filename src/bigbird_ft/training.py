@@ -217,13 +217,12 @@ def train(cfg: DictConfig) -> float | None:
     if not eval_only:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(scalar_metrics(trainer.callback_metrics))
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback and not eval_only else ""
+    best = None if eval_only or not trainer.checkpoint_callback else trainer.checkpoint_callback.best_model_path
     if best:
         rank_zero_info(f"Best checkpoint: {best}")
     # val metrics of the weights we test and export (the best ones, loaded into module), not the last epoch's
-    best_ckpt = "best" if best else None
-    metrics.update(scalar_metrics(
-        trainer.validate(module, datamodule=datamodule, ckpt_path=best_ckpt, verbose=False, weights_only=True)[0]))
+    metrics.update(scalar_metrics(trainer.validate(
+        module, datamodule=datamodule, ckpt_path="best" if best else None, verbose=False, weights_only=True)[0]))
 
     if cfg.get("test", False):
         if datamodule.has_test_split():

@@ -188,8 +188,9 @@ def check_random_blocks(backend: str, mode: Any) -> str:
 
 @register_backend("block_sparse")
 class BlockSparseAttention(PatchedBackend):
-    sparse = True
     """Options: ``random_blocks`` (hf | resample, default hf), ``seed`` (resample only, default 0)."""
+
+    sparse = True
 
     module_class = BlockSparseSelfAttention
     known_options: ClassVar[frozenset[str]] = frozenset({"random_blocks", "seed"})

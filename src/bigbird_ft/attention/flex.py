@@ -125,8 +125,9 @@ class FlexSelfAttention(BlockSparseSelfAttention):
 
 @register_backend("flex")
 class FlexAttention(PatchedBackend):
-    sparse = True
     """Options: ``random_blocks`` (hf | resample), ``seed``, ``compile`` (CPU only; default false)."""
+
+    sparse = True
 
     supports_cpu_training = False
     module_class = FlexSelfAttention

@@ -32,16 +32,6 @@ class Task:
     """Stateless: the label names, weights and threshold it needs are handed in by the caller."""
 
     name: ClassVar[str]
-    def label_feature(self) -> Any:
-        """The ``datasets`` feature of a normalised label (explicit, so empty label lists keep their type).
-
-        ``datasets`` is imported here, not at module level: training has it loaded already, and
-        predict / export / a plain model stay ~80 MB lighter without it.
-        """
-        import datasets
-
-        return datasets.Value("string")
-
     #: ``model.<key>`` holding per-label loss weights (``auto`` = from the training labels), or None
     weight_key: ClassVar[str | None] = None
     #: the default ``monitor`` / ``monitor_mode`` of a run of this type
@@ -54,8 +44,20 @@ class Task:
     headline: ClassVar[tuple[str, ...]] = ("acc", "f1")
     #: a validation split of train may keep the class proportions
     stratified_split: ClassVar[bool] = False
+    #: fewer distinct training labels than this is an error (multi-label: one label can be learned)
+    min_train_labels: ClassVar[int] = 2
 
     # ------------------------------------------------------------------ labels
+    def label_feature(self) -> Any:
+        """The ``datasets`` feature of a normalised label (explicit, so empty label lists keep their type).
+
+        ``datasets`` is imported here, not at module level: training has it loaded already, and
+        predict / export / a plain model stay ~80 MB lighter without it.
+        """
+        import datasets
+
+        return datasets.Value("string")
+
     def normaliser(self, source: str, separator: str | None) -> Callable[[Any], Any]:
         """Raw label cell -> the normalised label stored in the raw splits."""
         raise NotImplementedError
@@ -79,8 +81,6 @@ class Task:
                         f"(train labels: {names}); fix {source}"
                     )
         return names
-
-    min_train_labels: ClassVar[int] = 2
 
     def label_encoder(self, label2id: Mapping[str, int]) -> Callable[[Any], Any]:
         """Normalised label -> the model's target (class id, multi-hot vector, or value)."""
@@ -163,10 +163,9 @@ class Task:
             values[f"{stage}/{alias}"] = values[f"{stage}/{source}"]
         return values
 
-    def best_trackers(self, num_labels: int) -> list[str]:
-        """Scalar metric names that get a ``val/<name>_best`` tracker."""
-        names = [n for n in self.metrics(num_labels, 0.5).keys(keep_base=True) if n != "f1_per_class"]
-        return names + list(self.metric_aliases)
+    def best_trackers(self, metrics: MetricCollection) -> list[str]:
+        """Scalar names of ``metrics`` (and their aliases) that get a ``val/<name>_best`` tracker."""
+        return [n for n in metrics.keys(keep_base=True) if n != "f1_per_class"] + list(self.metric_aliases)
 
     # ---------------------------------------------------------------- predict
     def prediction_columns(self, outputs: torch.Tensor, id2label: Mapping[int, str],
