@@ -48,3 +48,38 @@ def test_ranks_get_disjoint_batches_equal_counts_and_nothing_lost():
     second = {tuple(b) for b in per_rank[1]}
     # only the batches repeated to even out the counts may appear on both ranks
     assert len(first & second) <= 1
+
+
+def test_resumable_loader_continues_with_the_unseen_batches_of_the_saved_epoch():
+    from bigbird_ft.data.sampler import ResumableLoader
+
+    lens = list(range(10, 50))
+    def loader() -> ResumableLoader:
+        return ResumableLoader(list(range(40)), batch_sampler=LengthBucketBatchSampler(lens, 4, seed=5),
+                               collate_fn=lambda rows: rows)
+
+    interrupted = loader()
+    interrupted.batch_sampler.set_epoch(1)
+    epoch_1 = iter(interrupted)
+    seen = [next(epoch_1) for _ in range(3)]
+    state = interrupted.state_dict()
+    assert state == {"epoch": 1, "batches": 3}
+
+    resumed = loader()
+    resumed.load_state_dict(state)
+    batches = iter(resumed)  # Lightning builds the iterator first and sets the epoch afterwards
+    resumed.batch_sampler.set_epoch(1)
+    rest = list(batches)
+    assert seen + rest == list(loader_epoch(loader(), 1))
+    assert resumed.state_dict() == {"epoch": 1, "batches": 10}
+
+    # a state saved at another epoch (e.g. on the last batch of epoch 1) skips nothing in epoch 2
+    later = loader()
+    later.load_state_dict(state)
+    later.batch_sampler.set_epoch(2)
+    assert list(later) == list(loader_epoch(loader(), 2))
+
+
+def loader_epoch(loader, epoch: int) -> list:
+    loader.batch_sampler.set_epoch(epoch)
+    return list(loader)

@@ -19,6 +19,10 @@ def progress(ckpt) -> tuple[int, int]:
     return state["epoch"], state["global_step"]
 
 
+def final_weights(run) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("full")
@@ -41,7 +45,17 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(full_run, tmp_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restoring states from the checkpoint" in resumed.stdout + resumed.stderr
     assert progress(run / "checkpoints" / "last.ckpt") == progress(full_run / "checkpoints" / "last.ckpt") == (2, 18)
-    assert {"val/acc", "test/acc"} <= set(json.loads((run / "metrics.json").read_text()))
+    # the resumed run saw the batches the killed one had not (not the epoch's first ones again) and drew
+    # the same dropout masks: it ends with the uninterrupted run's weights and metrics
+    resumed_weights = final_weights(run)
+    uninterrupted_weights = final_weights(full_run)
+    assert resumed_weights.keys() == uninterrupted_weights.keys()
+    for name, tensor in resumed_weights.items():
+        torch.testing.assert_close(tensor, uninterrupted_weights[name], atol=1e-6, rtol=1e-5, msg=name)
+    resumed_metrics = json.loads((run / "metrics.json").read_text())
+    uninterrupted_metrics = json.loads((full_run / "metrics.json").read_text())
+    for key in ("val/loss", "val/acc", "test/loss", "test/acc"):
+        assert resumed_metrics[key] == pytest.approx(uninterrupted_metrics[key], abs=1e-6), key
 
 
 @pytest.mark.slow

@@ -24,9 +24,11 @@ def job_value(job: Path, key: str) -> object:
 
 
 @pytest.mark.slow
-def test_multirun_over_two_learning_rates(tmp_path):
-    result = run_script("train.py", ["-m", "optim.lr=1e-3,2e-3", "debug=fdr", *tiny_overrides(tmp_path)])
+def test_multirun_over_two_learning_rates_with_the_joblib_launcher(tmp_path):
+    result = run_script("train.py", ["-m", "optim.lr=1e-3,2e-3", "debug=fdr", "hydra/launcher=joblib",
+                                     "hydra.launcher.n_jobs=2", *tiny_overrides(tmp_path)])
     assert result.returncode == 0, result.stderr[-4000:]
+    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
     jobs = job_dirs(tmp_path / "multirun")
     assert [job_value(j, "optim.lr") for j in jobs] == [1e-3, 2e-3]
     assert all((j / "metrics.json").exists() for j in jobs)

@@ -16,7 +16,7 @@ from torchmetrics import MaxMetric, MeanMetric, MinMetric
 from transformers import PreTrainedTokenizerBase
 
 from .attention.base import AttentionBackend
-from .callbacks import FreezeEncoder, token_throughput
+from .callbacks import ExactResume, FreezeEncoder, token_throughput
 from .errors import UserError
 from .heads.base import Head
 from .model import build_model
@@ -199,7 +199,7 @@ class BigBirdClassifier(L.LightningModule):
 
     def configure_callbacks(self) -> list[L.Callback]:
         freeze = int(self.hparams.optim.get("freeze_encoder_epochs", 0) or 0)
-        callbacks = [token_throughput(), *([FreezeEncoder(freeze)] if freeze > 0 else [])]
+        callbacks = [token_throughput(), ExactResume(), *([FreezeEncoder(freeze)] if freeze > 0 else [])]
         # Lightning asks again for validate/test after fit: keep the ones it already holds
         present = {type(c) for c in self.trainer.callbacks}
         return [c for c in callbacks if type(c) not in present]

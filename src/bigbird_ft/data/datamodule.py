@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from ..errors import UserError
 from ..tasks import Task, infer_task, task_for
 from .collate import BlockPaddingCollator
-from .sampler import LengthBucketBatchSampler, rank_sampler
+from .sampler import LengthBucketBatchSampler, ResumableLoader, rank_sampler
 from .validation import check_rows
 
 datasets.disable_progress_bars()
@@ -283,7 +283,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         common = {"collate_fn": self.collator(), "num_workers": self.num_workers}
         if shuffle and self.bucket_by_length:
             sampler = LengthBucketBatchSampler(ds["length"], self.batch_size, seed=self.seed)
-            return DataLoader(ds, batch_sampler=sampler, **common)
+            return ResumableLoader(ds, batch_sampler=sampler, **common)
         # under DDP each rank reads its own share (train() disables Lightning's sampler injection)
         sampler = rank_sampler(ds, shuffle=shuffle, seed=self.seed)
         return DataLoader(ds, batch_size=self.batch_size if shuffle else self.eval_batch_size,

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 
 class LengthBucketBatchSampler(Sampler[list[int]]):
@@ -35,6 +36,8 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self.epoch = 0
         self._num_replicas = num_replicas
         self._rank = rank
+        #: batches of the current epoch to skip once (set by ResumableLoader on a mid-epoch resume)
+        self.start = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -70,6 +73,8 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
+        # a generator: the order is drawn at the first batch, after Lightning's set_epoch (it
+        # creates the iterator before calling set_epoch when it resumes mid-epoch)
         batches = self._all_batches()
         world = self.num_replicas
         if world > 1:
@@ -77,7 +82,8 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
             total = math.ceil(len(batches) / world) * world
             batches = batches + batches[: total - len(batches)]
             batches = batches[self.rank :: world]
-        return iter(batches)
+        start, self.start = self.start, 0
+        yield from batches[start:]
 
     def __len__(self) -> int:
         n_batches = sum(
@@ -85,6 +91,39 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
             for s in range(0, len(self.lengths), self.bucket_size)
         )
         return math.ceil(n_batches / self.num_replicas)
+
+
+class ResumableLoader(DataLoader):
+    """A length-bucketed training loader that knows where it is in the epoch.
+
+    Lightning saves ``state_dict()`` of a loader that has one in the checkpoint and hands it back on
+    resume; without it a run resumed mid-epoch replays the epoch's first batches instead of the
+    unseen ones (and warns). torch's DataLoader has no such state, torchdata's
+    StatefulDataLoader would add a dependency for two counters.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._consumed = 0
+        self._resume_at: dict[str, int] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        sampler: LengthBucketBatchSampler = self.batch_sampler  # type: ignore[assignment]
+        resume, self._resume_at = self._resume_at, None
+        if resume is not None and resume["epoch"] == sampler.epoch:
+            sampler.start = resume["batches"]
+        self._consumed = sampler.start
+        for batch in super().__iter__():
+            self._consumed += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.batch_sampler.epoch, "batches": self._consumed}  # type: ignore[union-attr]
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        # applied at the next epoch start, once Lightning has set the epoch (a checkpoint saved on
+        # an epoch's last batch resumes at the next epoch, where nothing is skipped)
+        self._resume_at = dict(state)
 
 
 def rank_sampler(dataset: Sequence, shuffle: bool, seed: int) -> Sampler[int] | None:
