@@ -43,13 +43,25 @@ def is_stock_exportable(module: BigBirdClassifier) -> bool:
     )
 
 
+def folded_head_state(module: BigBirdClassifier) -> dict[str, torch.Tensor]:
+    """The head's weights with the calibration temperature folded into its last layer.
+
+    logits / T = (W x + b) / T = (W / T) x + b / T: transformers' stock model, which knows no
+    temperature, then gives the calibrated probabilities.
+    """
+    state = dict(module.head.state_dict())
+    temperature = module.model.temperature.detach()
+    for name in ("mlp.out_proj.weight", "mlp.out_proj.bias"):
+        state[name] = state[name] / temperature
+    return state
+
+
 def stock_state_dict(module: BigBirdClassifier) -> dict[str, torch.Tensor]:
     state = {f"bert.{k}": v for k, v in module.encoder.state_dict().items()}
-    mlp = module.head.mlp
+    head = folded_head_state(module)
     for name in ("dense", "out_proj"):
-        layer = getattr(mlp, name)
-        state[f"classifier.{name}.weight"] = layer.weight
-        state[f"classifier.{name}.bias"] = layer.bias
+        state[f"classifier.{name}.weight"] = head[f"mlp.{name}.weight"]
+        state[f"classifier.{name}.bias"] = head[f"mlp.{name}.bias"]
     return state
 
 
@@ -114,7 +126,7 @@ def export_hf_model(module: BigBirdClassifier, out_dir: str | Path, onnx_length:
             config.architectures = ["BigBirdModel"]
             module.encoder.config.update(config.to_diff_dict())
             module.encoder.save_pretrained(tmp)
-            torch.save(module.head.state_dict(), tmp / "head.pt")
+            torch.save(folded_head_state(module), tmp / "head.pt")
             head_options = {k: v for k, v in module.hparams.head.items() if k != "name"}
             (tmp / "bigbird_ft_head.json").write_text(
                 json.dumps({"name": module.head.name, "options": head_options, "num_labels": module.num_labels},

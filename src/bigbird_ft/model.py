@@ -27,10 +27,12 @@ class LongDocumentClassifier(nn.Module):
         self.backend = backend
         self.head = head
         backend.attach(encoder)
+        # logits are divided by it: 1 while training, fitted on validation after (calibration.py)
+        self.register_buffer("temperature", torch.tensor(1.0))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backend.encode(self.encoder, input_ids, attention_mask)
-        return self.head(hidden, attention_mask, getattr(self.encoder, "pooler", None))
+        return self.head(hidden, attention_mask, getattr(self.encoder, "pooler", None)) / self.temperature
 
 
 def build_model(

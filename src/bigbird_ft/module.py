@@ -134,7 +134,7 @@ class BigBirdClassifier(L.LightningModule):
         for tracker in self.best_metrics.values():
             tracker.reset()
 
-    def _eval_step(self, stage: str, batch: Mapping[str, torch.Tensor]) -> None:
+    def _eval_step(self, stage: str, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         loss, logits = self._step(batch)
         getattr(self, f"{stage}_loss").update(loss, weight=len(batch["labels"]))
         preds = self.outputs(logits)
@@ -142,6 +142,7 @@ class BigBirdClassifier(L.LightningModule):
         confusion = getattr(self, f"{stage}_confusion")
         if confusion is not None:
             confusion.update(preds, batch["labels"])
+        return {"logits": logits}  # for callbacks (calibration.CollectLogits)
 
     def _eval_epoch_end(self, stage: str) -> dict[str, torch.Tensor]:
         """Log the computed (rank-synced) metrics and the loss; draw the confusion matrix on rank 0."""
@@ -164,8 +165,8 @@ class BigBirdClassifier(L.LightningModule):
                                       self.trainer.loggers, self.global_step)
         return values
 
-    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step("val", batch)
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step("val", batch)
 
     def on_validation_epoch_end(self) -> None:
         values = self._eval_epoch_end("val")
@@ -174,8 +175,8 @@ class BigBirdClassifier(L.LightningModule):
                 tracker.update(values[f"val/{name}"])
                 self.log(f"val/{name}_best", tracker.compute())
 
-    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step("test", batch)
+    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step("test", batch)
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
@@ -219,3 +220,5 @@ class BigBirdClassifier(L.LightningModule):
             checkpoint["state_dict"] = {
                 f"model.{k}" if k.startswith(OLD_KEY_PREFIXES) else k: v for k, v in state.items()
             }
+        # checkpoints from before calibration have no temperature: theirs is 1
+        checkpoint.get("state_dict", {}).setdefault("model.temperature", torch.tensor(1.0))

@@ -1,4 +1,4 @@
-"""Confusion-matrix figures: a PNG in the run dir and an image for loggers that take images."""
+"""Confusion-matrix and reliability figures: PNGs in the run dir, images for loggers that take them."""
 
 from __future__ import annotations
 
@@ -71,4 +71,41 @@ def save_confusion_matrix(
     with atomic_path(target) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     log_figure(loggers, f"{stage}/confusion_matrix", fig, step)
+    return target
+
+
+def save_reliability_diagram(
+    curves: dict[str, tuple[torch.Tensor, torch.Tensor]], run_dir: str | Path, title: str, bins: int = 15
+) -> Path | None:
+    """``reliability.png``: per confidence bin, the accuracy against the mean confidence, one line per
+    ``{name: (probs, labels)}``; a calibrated model lies on the diagonal."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        log.info("matplotlib is not installed: no reliability PNG (pip install matplotlib)")
+        return None
+    fig = Figure(figsize=(5, 5))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+    for name, (probs, labels) in curves.items():
+        confidence, predicted = probs.float().max(-1)
+        correct = (predicted == labels).float()
+        which = (confidence * bins).long().clamp(max=bins - 1)
+        xs, ys = [], []
+        for b in range(bins):
+            members = which == b
+            if members.any():
+                xs.append(float(confidence[members].mean()))
+                ys.append(float(correct[members].mean()))
+        ax.plot(xs, ys, marker="o", label=name)
+    ax.set_xlabel("confidence (max probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    target = Path(run_dir) / "reliability.png"
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     return target

@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from . import calibration
 from .attention.registry import backend_class
 from .data.datamodule import TextClassificationDataModule
 from .data.tokenization import resolve_tokenizer
@@ -170,6 +171,7 @@ def train(cfg: DictConfig) -> float | None:
     check_backend_device(cfg)
     check_precision(cfg)
     check_problem_type(cfg)
+    calibration.check_calibrate(cfg)
     # the datamodule encodes labels by problem type; null = infer from the training labels
     datamodule: TextClassificationDataModule = hydra.utils.instantiate(
         cfg.data, problem_type=cfg.model.get("problem_type")
@@ -220,13 +222,24 @@ def train(cfg: DictConfig) -> float | None:
     best = None if eval_only or not trainer.checkpoint_callback else trainer.checkpoint_callback.best_model_path
     if best:
         rank_zero_info(f"Best checkpoint: {best}")
+    # the validation and test logits, for the temperature and the calibration metrics
+    logits = calibration.CollectLogits() if module.task.calibrated else None
+    if logits is not None:
+        trainer.callbacks.append(logits)
+    elif cfg.get("calibrate"):
+        rank_zero_info(f"calibrate: {module.problem_type} keeps its raw outputs (temperature scaling is single-label)")
     # val metrics of the weights we test and export (the best ones, loaded into module), not the last epoch's
     metrics.update(scalar_metrics(trainer.validate(
         module, datamodule=datamodule, ckpt_path="best" if best else None, verbose=False, weights_only=True)[0]))
+    if logits is not None:
+        fit = bool(cfg.get("calibrate")) and not eval_only
+        metrics.update(calibration.report("val", logits, module, output_dir, fit=fit, checkpoint=best or None))
 
     if cfg.get("test", False):
         if datamodule.has_test_split():
             metrics.update(scalar_metrics(trainer.test(module, datamodule=datamodule, verbose=False)[0]))
+            if logits is not None:
+                metrics.update(calibration.report("test", logits, module, output_dir))
         else:
             rank_zero_info("No test split: skipping test (set data.test_file or test=false)")
 

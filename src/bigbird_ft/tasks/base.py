@@ -46,6 +46,8 @@ class Task:
     stratified_split: ClassVar[bool] = False
     #: fewer distinct training labels than this is an error (multi-label: one label can be learned)
     min_train_labels: ClassVar[int] = 2
+    #: calibrate=true fits a softmax temperature after training (calibration.py)
+    calibrated: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ labels
     def label_feature(self) -> Any:

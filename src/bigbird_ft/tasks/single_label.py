@@ -25,6 +25,7 @@ class SingleLabel(Task):
     name = "single_label_classification"
     weight_key = "class_weights"
     stratified_split = True
+    calibrated = True
 
     def normaliser(self, source: str, separator: str | None) -> Callable[[Any], Any]:
         def to_str(value: Any) -> str:
