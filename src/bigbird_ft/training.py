@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,7 @@ def route_lightning_logs_to_hydra() -> None:
 
 @task_wrapper
 def train(cfg: DictConfig) -> float | None:
+    started = time.perf_counter()
     route_lightning_logs_to_hydra()
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(int(cfg.seed), workers=True)
@@ -204,6 +206,12 @@ def train(cfg: DictConfig) -> float | None:
         f"attention={module.backend.name}, head={module.head.name}, problem_type={module.problem_type}, "
         f"labels={datamodule.label_names}"
     )
+
+    if cfg.get("estimate"):
+        from .estimate import estimate_run
+
+        estimate_run(cfg, module, datamodule, output_dir, time.perf_counter() - started)
+        return None
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
