@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from .data.collate import BlockPaddingCollator
 from .data.datamodule import join_text_columns
 from .distributed import HydraDDPStrategy, ddp_job_scope, gather_objects
 from .errors import UserError
+from .evidence import as_column, check_evidence_options, explain, write_html
 from .factory import load_classifier
 from .io_utils import atomic_path
 from .module import BigBirdClassifier
@@ -114,6 +116,12 @@ def predict(cfg: DictConfig) -> Path:
     if output.suffix.lower() not in OUTPUT_WRITERS:
         raise UserError(f"unknown output extension '{output.suffix}'; use .csv or .jsonl (output)")
     check_writable(output)
+    if cfg.get("evidence") is not None or cfg.get("evidence_html") is not None:
+        evidence_k, evidence_html, evidence_window = check_evidence_options(
+            1 if cfg.get("evidence") is None else cfg.evidence, cfg.get("evidence_html"),
+            cfg.get("evidence_window", 16))
+    else:
+        evidence_k = evidence_html = evidence_window = None
     checkpoint = find_checkpoint(cfg)
     frame = read_input(source)
     # weights_only: a checkpoint may come from anywhere; ours holds only tensors and primitives
@@ -160,7 +168,11 @@ def predict(cfg: DictConfig) -> Path:
         return output
     rows, logits = gathered.rows, gathered.logits
     doc_logits = aggregate(rows, logits, len(texts), cfg.chunk_aggregation)
-    write_predictions(frame, doc_logits, module, cfg, output)
+    evidence = None
+    if evidence_k is not None:
+        evidence = explain(module, texts, doc_logits, evidence_k, evidence_window, max_length, cfg.long_docs,
+                           int(cfg.chunk_stride), cfg.chunk_aggregation)
+    write_predictions(frame, doc_logits, module, cfg, output, evidence, evidence_html, texts)
     return output
 
 
@@ -232,11 +244,22 @@ def prediction_frame(ids: list[Any], logits: torch.Tensor, module: BigBirdClassi
 
 
 def write_predictions(
-    frame: pd.DataFrame, logits: torch.Tensor, module: BigBirdClassifier, cfg: DictConfig, output: Path
+    frame: pd.DataFrame, logits: torch.Tensor, module: BigBirdClassifier, cfg: DictConfig, output: Path,
+    evidence: list[list[dict[str, Any]]] | None = None, evidence_html: Path | None = None,
+    texts: list[str] | None = None,
 ) -> None:
     id_column = cfg.get("id_column") or "id"
     ids = frame[id_column].tolist() if id_column in frame.columns else list(range(len(frame)))
     result = prediction_frame(ids, logits, module)
+    if evidence is not None:
+        if evidence_html is not None:
+            shown = [c for c in result.columns if c != "id" and not c.startswith("prob_")]
+            headlines = [", ".join(f"{c} {row[c]:.3f}" if isinstance(row[c], numbers.Real) and not isinstance(row[c], int)
+                                   else f"{c} {row[c]}"
+                                   for c in shown) for row in result.to_dict("records")]
+            write_html(evidence_html, ids, texts or [], headlines, evidence)
+            print(f"Wrote the evidence of {len(ids)} documents to {evidence_html}")
+        result["evidence"] = as_column(evidence, csv=output.suffix.lower() == ".csv")
     with atomic_path(output) as tmp:
         if output.suffix.lower() == ".csv":
             result.to_csv(tmp, index=False)

@@ -146,6 +146,12 @@ class Task:
         """Logits -> what a user reads (probabilities or values), float32."""
         raise NotImplementedError
 
+    def evidence_target(self, logits: torch.Tensor) -> torch.Tensor:
+        """The scalar whose gradient says which tokens support the prediction (evidence.py), per
+        document: the log-probability of the predicted class."""
+        log_probs = logits.float().log_softmax(-1)
+        return log_probs.gather(-1, log_probs.argmax(-1, keepdim=True)).squeeze(-1)
+
     def metric_targets(self, labels: torch.Tensor) -> torch.Tensor:
         return labels
 

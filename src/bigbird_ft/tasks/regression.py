@@ -59,6 +59,10 @@ class Regression(Task):
     def outputs(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.float().squeeze(-1)
 
+    def evidence_target(self, logits: torch.Tensor) -> torch.Tensor:
+        # the predicted value: evidence = what pushed it up
+        return logits.float().squeeze(-1)
+
     def metrics(self, num_labels: int, threshold: float) -> MetricCollection:
         return MetricCollection(
             {"mse": MeanSquaredError(), "mae": MeanAbsoluteError(),

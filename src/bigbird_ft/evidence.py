@@ -1,0 +1,166 @@
+"""``predict.py evidence=K``: the K spans of each document that most support its prediction.
+
+Gradient x input on the word embeddings (one backward per document, all its windows in one batch),
+summed over windows of ``evidence_window`` tokens; the K best non-overlapping windows become
+character spans of the original text through the tokenizer's offsets. It needs nothing from the
+backend or the head, so it works with all of them and with chunked documents. Attribution
+libraries (captum and the like) compute the same product but know neither our windows nor our
+character offsets, and their long-input paths run the model once per step.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+from .io_utils import atomic_path
+
+
+def check_evidence_options(k: Any, html_path: Any, window: Any) -> tuple[int, Path | None, int]:
+    """Bad ``evidence=`` / ``evidence_html=`` / ``evidence_window=`` end before the model runs."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise UserError(f"evidence={k} is not a positive whole number of spans: fix evidence")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise UserError(f"evidence_window={window} is not a positive whole number of tokens: fix evidence_window")
+    if html_path is None:
+        return k, None, window
+    path = Path(str(html_path))
+    if not path.parent.is_dir():
+        raise UserError(f"the folder of evidence_html={path} does not exist: create it or fix evidence_html")
+    return k, path, window
+
+
+def document_windows(tokenizer: Any, text: str, max_length: int, long_docs: str, stride: int
+                     ) -> tuple[list[tuple[int, int]], list[list[int]], list[int]]:
+    """The document's content-token offsets, its model inputs (as predict builds them) and where each
+    input starts in the content tokens."""
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    content, offsets = encoded["input_ids"], encoded["offset_mapping"]
+    body = max_length - 2
+    starts = [0]
+    if long_docs == "chunk":
+        while starts[-1] + body < len(content):
+            starts.append(starts[-1] + body - stride)
+    inputs = [[tokenizer.cls_token_id, *content[s : s + body], tokenizer.sep_token_id] for s in starts]
+    return offsets, inputs, starts
+
+
+def token_scores(module: Any, inputs: list[list[int]], starts: list[int], n_tokens: int,
+                 aggregation: str) -> torch.Tensor:
+    """Gradient x input per content token, the target being the task's ``evidence_target`` of the
+    document's aggregated logits (as predict aggregates windows)."""
+    device = module.device
+    width = max(len(x) for x in inputs)
+    multiple = int((module.hparams.data or {}).get("pad_to_multiple_of", module.hparams.model["block_size"]))
+    width = -(-width // multiple) * multiple
+    pad = module.tokenizer.pad_token_id
+    ids = torch.full((len(inputs), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, x in enumerate(inputs):
+        ids[row, : len(x)] = torch.tensor(x)
+        mask[row, : len(x)] = 1
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep_embeddings(_module: Any, _args: Any, output: torch.Tensor) -> torch.Tensor:
+        leaf = output.detach().requires_grad_(True)
+        captured["embeddings"] = leaf
+        return leaf
+
+    hook = module.encoder.get_input_embeddings().register_forward_hook(keep_embeddings)
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            logits = module(ids.to(device), mask.to(device))
+            doc_logits = logits.max(0).values if aggregation == "max" else logits.mean(0)
+            module.task.evidence_target(doc_logits.unsqueeze(0)).sum().backward()
+    finally:
+        hook.remove()
+    embeddings = captured["embeddings"]
+    per_input = (embeddings.grad * embeddings).sum(-1).detach().cpu()  # [windows, width]
+    scores = torch.zeros(n_tokens)
+    counts = torch.zeros(n_tokens)
+    for row, (x, start) in enumerate(zip(inputs, starts, strict=True)):
+        n = len(x) - 2
+        scores[start : start + n] += per_input[row, 1 : 1 + n]
+        counts[start : start + n] += 1
+    # overlapping windows: the mean of a token's scores; tokens past a truncation keep 0
+    return scores / counts.clamp_min(1)
+
+
+def best_spans(scores: torch.Tensor, offsets: list[tuple[int, int]], text: str, k: int,
+               window: int) -> list[dict[str, Any]]:
+    """The K highest-scoring non-overlapping windows of ``window`` tokens, as character spans."""
+    n = len(scores)
+    if n == 0:
+        return []
+    size = min(window, n)
+    sums = scores.unfold(0, size, 1).sum(-1)  # sums[i] = tokens i .. i+size-1
+    taken = torch.zeros(n, dtype=torch.bool)
+    spans = []
+    for start in sums.argsort(descending=True).tolist():
+        if len(spans) == k:
+            break
+        if taken[start : start + size].any():
+            continue
+        taken[start : start + size] = True
+        begin, end = offsets[start][0], offsets[start + size - 1][1]
+        while begin < end and text[begin].isspace():
+            begin += 1
+        spans.append({"start": int(begin), "end": int(end), "text": text[begin:end], "score": float(sums[start])})
+    return spans
+
+
+def explain(module: Any, texts: list[str], doc_logits: torch.Tensor, k: int, window: int, max_length: int,
+            long_docs: str, stride: int, aggregation: str) -> list[list[dict[str, Any]]]:
+    """Per document, its K evidence spans (best first)."""
+    del doc_logits  # the target is recomputed from the same windows, with gradients
+    was_training = module.training
+    module.eval()
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)  # gradients w.r.t. the inputs only
+    try:
+        out = []
+        for text in texts:
+            offsets, inputs, starts = document_windows(module.tokenizer, text, max_length, long_docs, stride)
+            scores = token_scores(module, inputs, starts, len(offsets), aggregation)
+            out.append(best_spans(scores, offsets, text, k, window))
+        return out
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+        module.train(was_training)
+
+
+def write_html(path: Path, ids: list[Any], texts: list[str], headlines: list[str],
+               evidence: list[list[dict[str, Any]]]) -> None:
+    """One self-contained page: each document with its spans marked, label and probability on top."""
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>bigbird_ft evidence</title><style>",
+             "body{font-family:sans-serif;max-width:60em;margin:auto}"
+             "article{border-top:1px solid #ccc;padding:1em 0}"
+             "p{white-space:pre-wrap;line-height:1.5}mark{background:#ffd54f}"
+             "mark[data-rank='1']{background:#ff8f00;color:#fff}</style></head><body>",
+             f"<h1>Evidence for {len(texts)} documents</h1>"]
+    for doc_id, text, headline, spans in zip(ids, texts, headlines, evidence, strict=True):
+        ranked = sorted(enumerate(spans, 1), key=lambda item: item[1]["start"])
+        body, cursor = [], 0
+        for rank, span in ranked:
+            body.append(html.escape(text[cursor : span["start"]]))
+            body.append(f"<mark class='evidence' data-rank='{rank}' title='score {span['score']:.4g}'>"
+                        f"{html.escape(span['text'])}</mark>")
+            cursor = span["end"]
+        body.append(html.escape(text[cursor:]))
+        parts.append(f"<article data-id='{html.escape(str(doc_id))}'><h2>{html.escape(str(doc_id))}</h2>"
+                     f"<h3>{html.escape(headline)}</h3><p>{''.join(body)}</p></article>")
+    parts.append("</body></html>")
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(parts), encoding="utf-8")
+
+
+def as_column(evidence: list[list[dict[str, Any]]], csv: bool) -> list[Any]:
+    """jsonl keeps the list; a csv cell holds it as a JSON string."""
+    return [json.dumps(spans, ensure_ascii=False) for spans in evidence] if csv else evidence
