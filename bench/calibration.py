@@ -1,6 +1,6 @@
 """Temperature scaling measured: test ECE and Brier before and after, accuracy unchanged.
 
-    PYTHONPATH=src python bench/calibration.py [--runs default hyperpartisan] [--out FILE]
+    PYTHONPATH=src python bench/calibration.py [-- TRAIN_OVERRIDES...] [--runs default hyperpartisan] [--out FILE]
 
 Each run is ``python train.py ...`` in a fresh process with ``calibrate=true`` (the default); the
 uncalibrated figures are the same model's before its temperature (``*_uncalibrated`` in
@@ -33,8 +33,8 @@ RUNS = {
 GOAL_RATIO = 0.5
 
 
-def measure(name: str, scratch: Path) -> dict:
-    run = train(scratch / name, RUNS[name])
+def measure(name: str, scratch: Path, extra: list[str]) -> dict:
+    run = train(scratch / name, [*RUNS[name], *extra])
     metrics = json.loads((scratch / name / "metrics.json").read_text())
     before, after = metrics["test/ece_uncalibrated"], metrics["test/ece"]
     return {
@@ -57,11 +57,12 @@ def measure(name: str, scratch: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=list(RUNS))
+    parser.add_argument("overrides", nargs="*", help="after --: appended to every train.py run (tests shrink it)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "calibration.json")
     args = parser.parse_args()
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     with tempfile.TemporaryDirectory(prefix="bench-calibration-") as scratch:
-        rows = {name: measure(name, Path(scratch)) for name in args.runs}
+        rows = {name: measure(name, Path(scratch), args.overrides) for name in args.runs}
     result = {
         "command": "PYTHONPATH=src python bench/calibration.py " + " ".join(sys.argv[1:]),
         "started": started,

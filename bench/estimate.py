@@ -1,6 +1,6 @@
 """The cost estimate against the run it predicts.
 
-    PYTHONPATH=src python bench/estimate.py [--runs default hyperpartisan_tiny] [--out FILE]
+    PYTHONPATH=src python bench/estimate.py [-- TRAIN_OVERRIDES...] [--runs default hyperpartisan_tiny] [--out FILE]
 
 Per run, in fresh processes: ``train.py estimate=true`` once to fill the data caches (as a user's
 first estimate would), the real ``train.py`` run timed from outside (its wall time is the measured
@@ -44,8 +44,8 @@ def estimate(run_dir: Path, overrides: list[str]) -> dict:
     return report
 
 
-def measure(name: str, scratch: Path) -> dict:
-    overrides = RUNS[name]
+def measure(name: str, scratch: Path, extra: list[str]) -> dict:
+    overrides = [*RUNS[name], *extra]
     estimate(scratch / f"{name}-warm", overrides)
     run = train(scratch / f"{name}-run", overrides)
     predicted = estimate(scratch / f"{name}-estimate", overrides)
@@ -65,11 +65,12 @@ def measure(name: str, scratch: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=list(RUNS))
+    parser.add_argument("overrides", nargs="*", help="after --: appended to every train.py run (tests shrink it)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "estimate.json")
     args = parser.parse_args()
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     with tempfile.TemporaryDirectory(prefix="bench-estimate-") as scratch:
-        rows = {name: measure(name, Path(scratch)) for name in args.runs}
+        rows = {name: measure(name, Path(scratch), args.overrides) for name in args.runs}
     result = {
         "command": "PYTHONPATH=src python bench/estimate.py " + " ".join(sys.argv[1:]),
         "started": started,

@@ -133,3 +133,35 @@ def test_attention_bench_profile_names_the_top_ops(tmp_path):
     ops = profile["top_ops"]
     assert len(ops) == 15 and all(op["self_cpu_s"] >= 0 for op in ops)
     assert sum(op["self_cpu_s"] for op in ops) <= profile["self_cpu_total_s"] + 1e-6
+
+
+@pytest.mark.slow
+def test_calibration_estimate_and_evidence_benches_write_their_json(tmp_path):
+    from .conftest import tiny_overrides
+
+    shrink = [o for o in tiny_overrides(tmp_path) if not o.startswith("hydra.run.dir")]
+    out = tmp_path / "calibration.json"
+    result = run_bench("calibration.py", ["--runs", "default", "--out", str(out), "--", *shrink])
+    assert result.returncode == 0, result.stderr[-4000:]
+    row = json.loads(out.read_text())["runs"]["default"]
+    assert row["test_ece_ratio"] == pytest.approx(row["test_ece"] / row["test_ece_uncalibrated"], abs=1e-3)
+    assert row["temperature"] > 0 and 0 <= row["test_acc"] <= 1
+
+    out = tmp_path / "estimate.json"
+    result = run_bench("estimate.py", ["--runs", "default", "--out", str(out), "--", *shrink])
+    assert result.returncode == 0, result.stderr[-4000:]
+    row = json.loads(out.read_text())["runs"]["default"]
+    assert row["relative_error"] == pytest.approx(
+        (row["predicted_run_s"] - row["measured_run_s"]) / row["measured_run_s"], abs=1e-3)
+    assert row["estimate"]["batches_per_epoch"] == 6
+
+    run = tmp_path / "trained"
+    trained = subprocess.run([sys.executable, "train.py", *shrink, f"hydra.run.dir={run}", "test=false"],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    out = tmp_path / "evidence.json"
+    result = run_bench("evidence.py", ["--run-dir", str(run), "--limit", "6", "--k", "2", "--out", str(out)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert report["documents"] == 6 and 0 <= report["top1_hit_rate"] <= 1
+    assert {"comprehensiveness_top_k", "comprehensiveness_random"} <= set(report)

@@ -46,3 +46,13 @@ def test_jsonl_rows_have_id_text_label(tmp_path):
     paths = generate(SyntheticSpec(num_train=3, num_validation=2, num_test=2, min_words=50, max_words=60), tmp_path)
     row = json.loads(paths["train"].read_text().splitlines()[0])
     assert set(row) >= {"id", "text", "label"}
+
+
+def test_evidence_char_span_is_exactly_the_marker_phrase():
+    from bigbird_ft.data.synthetic import SyntheticCorpus, SyntheticSpec, evidence_char_span
+
+    corpus = SyntheticCorpus(SyntheticSpec(min_words=40, max_words=200))
+    for row in corpus.split("test", 30):
+        start, end = evidence_char_span(row)
+        words = [w.rstrip(".") for w in row["text"][start:end].split()]
+        assert len(words) == 4 and set(words) <= set(corpus.markers[row["label"]])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,14 @@ def generate(spec: SyntheticSpec, out_dir: str | Path) -> dict[str, Path]:
     with atomic_path(spec_file) as tmp:
         tmp.write_text(json.dumps(asdict(spec), indent=2))
     return paths
+
+
+def evidence_char_span(row: dict, evidence_words: int = SyntheticSpec.evidence_words) -> tuple[int, int]:
+    """Character offsets of a generated row's evidence phrase (its ``evidence_word``-th word onwards;
+    a sentence may end inside it, so a marker may carry a period)."""
+    words = list(re.finditer(r"\S+", row["text"]))
+    first, last = words[row["evidence_word"]], words[row["evidence_word"] + evidence_words - 1]
+    return first.start(), last.end()
 
 
 def evidence_token_start(tokenizer: Any, row: dict) -> int:
