@@ -162,3 +162,15 @@ def test_bad_evidence_options_are_one_line_and_write_nothing(documents, tmp_path
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [message]
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("attention", "head"), [
+    ("hf_block_sparse", "cls"), ("block_sparse", "attention"), ("sdpa", "max"), ("hf_full", "pooler"),
+    ("block_sparse", "mean"),
+])
+def test_every_backend_and_head_gives_finite_nonzero_scores(make_classifier, tiny_tokenizer, attention, head):
+    module = make_classifier(attention, head).eval()
+    text = "the quick brown fox jumps over the lazy dog " * 30
+    offsets, inputs, starts = document_windows(tiny_tokenizer, text, max_length=256, long_docs="chunk", stride=32)
+    scores = token_scores(module, inputs, starts, len(offsets), "mean")
+    assert scores.shape == (len(offsets),) and torch.isfinite(scores).all() and scores.abs().sum() > 0

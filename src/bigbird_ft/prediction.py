@@ -127,6 +127,10 @@ def predict(cfg: DictConfig) -> Path:
     # weights_only: a checkpoint may come from anywhere; ours holds only tensors and primitives
     module = load_classifier(checkpoint)
     module.eval()
+    on_cpu = cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not torch.cuda.is_available())
+    if evidence_k is not None and on_cpu and not module.backend.supports_cpu_training:
+        raise UserError(f"evidence needs a backward pass, which attention={module.backend.name} lacks on CPU: "
+                        "predict on a GPU (accelerator=gpu) or drop evidence")
     data_hp = module.hparams.data or {}
     columns = cfg.get("text_column") or data_hp.get("text_column", "text")
     columns = [columns] if isinstance(columns, str) else list(OmegaConf.to_container(columns) if
