@@ -174,6 +174,8 @@ def predict(cfg: DictConfig) -> Path:
     doc_logits = aggregate(rows, logits, len(texts), cfg.chunk_aggregation)
     evidence = None
     if evidence_k is not None:
+        # Lightning hands the model back on the CPU after predict; the backward pass runs where predict ran
+        module.to("cpu" if on_cpu else "cuda")
         evidence = explain(module, texts, doc_logits, evidence_k, evidence_window, max_length, cfg.long_docs,
                            int(cfg.chunk_stride), cfg.chunk_aggregation)
     write_predictions(frame, doc_logits, module, cfg, output, evidence, evidence_html, texts)
