@@ -165,3 +165,15 @@ def test_calibration_estimate_and_evidence_benches_write_their_json(tmp_path):
     report = json.loads(out.read_text())
     assert report["documents"] == 6 and 0 <= report["top1_hit_rate"] <= 1
     assert {"comprehensiveness_top_k", "comprehensiveness_random"} <= set(report)
+
+
+@pytest.mark.slow
+def test_compile_bench_reports_speedup_and_compile_time(tmp_path):
+    out = tmp_path / "compile.json"
+    result = run_bench("compile.py", ["--backends", "sdpa", "--length", "128", "--steps", "1", "--hidden", "64",
+                                      "--layers", "1", "--block", "16", "--out", str(out)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    row = json.loads(out.read_text())["backends"]["sdpa"]
+    assert row["train_speedup"] == pytest.approx(
+        row["eager"]["train_step_s"] / row["compiled"]["train_step_s"], rel=1e-2)
+    assert row["compiled"]["first_train_step_s"] > row["compiled"]["train_step_s"]

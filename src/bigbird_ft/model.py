@@ -66,6 +66,10 @@ def build_model(
     if head_options.get("activation") is None:
         # HF's classification head uses the encoder's activation; export parity depends on it
         head_options["activation"] = encoder.config.hidden_act
-    return LongDocumentClassifier(
+    network = LongDocumentClassifier(
         encoder, backend, build_head(head["name"], encoder.config.hidden_size, num_labels, **head_options)
     )
+    if model.get("compile"):
+        # in place (nn.Module.compile): parameter names, checkpoints and export stay those of the eager model
+        network.compile()
+    return network
