@@ -16,9 +16,13 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from .distributed import gather_objects
+from .distributed import gather_objects, world
+from .errors import UserError
+from .io_utils import atomic_path
+from .plots import save_reliability_diagram
 
 #: T is kept in [1/100, 100]: a model no better than chance has its NLL optimum at T -> infinity
 TEMPERATURE_RANGE = (1e-2, 1e2)
@@ -95,8 +99,6 @@ class CollectLogits(L.Callback):
 
 def store_temperature(checkpoint: str | Path, temperature: float) -> None:
     """Write T into a saved checkpoint (the best one, which predict and export read)."""
-    from .io_utils import atomic_path
-
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state["state_dict"]["model.temperature"] = torch.tensor(temperature)
     with atomic_path(Path(checkpoint)) as tmp:
@@ -105,8 +107,6 @@ def store_temperature(checkpoint: str | Path, temperature: float) -> None:
 
 def check_calibrate(cfg: Any) -> None:
     """A calibration that cannot run fails before training, not after it."""
-    from .errors import UserError
-
     value = cfg.get("calibrate", False)
     if not isinstance(value, bool):
         raise UserError(f"calibrate={value} is not true or false: fix calibrate")
@@ -121,11 +121,6 @@ def report(stage: str, collector: CollectLogits, module: Any, run_dir: Path, fit
 
     ``reliability.png`` shows the last split reported (test when there is one).
     """
-    from lightning.pytorch.utilities import rank_zero_info
-
-    from .distributed import world
-    from .plots import save_reliability_diagram
-
     logits, labels = collector.result()
     collector.logits, collector.labels = [], []
     if fit:
