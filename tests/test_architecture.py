@@ -49,9 +49,12 @@ def test_a_checkpoint_of_the_old_layout_still_loads(tiny_tokenizer, tmp_path):
     module = build_tiny(tiny_tokenizer)
     save_checkpoint(module, tmp_path / "new.ckpt")
     checkpoint = torch.load(tmp_path / "new.ckpt", map_location="cpu", weights_only=False)
-    checkpoint["state_dict"] = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+    # the old layout had no calibration temperature either: it loads as T = 1
+    checkpoint["state_dict"] = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()
+                                if k != "model.temperature"}
     assert any(k.startswith("encoder.") for k in checkpoint["state_dict"])
     torch.save(checkpoint, tmp_path / "old.ckpt")
     restored = BigBirdClassifier.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu")
     for key, value in module.state_dict().items():
         assert torch.equal(restored.state_dict()[key], value), key
+    assert float(restored.model.temperature) == 1.0
