@@ -50,7 +50,7 @@ def test_chunked_windows_cover_every_token(tiny_tokenizer):
     assert covered == set(range(len(offsets))) and len(inputs) > 3
 
 
-def test_token_scores_are_gradient_times_input_of_the_predicted_log_probability(make_classifier, tiny_tokenizer):
+def test_token_scores_are_gradient_times_input_of_the_predicted_log_odds(make_classifier, tiny_tokenizer):
     """Against an independent computation: HF's encoder fed inputs_embeds, autograd on them."""
     module = make_classifier("hf_full", "mean").eval()
     ids = tiny_tokenizer("the quick brown fox jumps over the lazy dog " * 3)["input_ids"]
@@ -59,8 +59,10 @@ def test_token_scores_are_gradient_times_input_of_the_predicted_log_probability(
     embeddings = module.encoder.get_input_embeddings()(torch.tensor([ids])).detach().requires_grad_(True)
     mask = torch.ones(1, len(ids), dtype=torch.long)
     hidden = module.encoder(inputs_embeds=embeddings, attention_mask=mask).last_hidden_state
-    log_probs = (module.head(hidden, mask) / module.model.temperature).log_softmax(-1)[0]
-    log_probs[log_probs.argmax()].backward()
+    logits = (module.head(hidden, mask) / module.model.temperature)[0]
+    predicted = int(logits.argmax())
+    others = torch.cat([logits[:predicted], logits[predicted + 1 :]])
+    (logits[predicted] - others.logsumexp(0)).backward()  # the predicted class's log-odds
     expected = (embeddings.grad * embeddings).sum(-1)[0, 1:-1].detach()
     torch.testing.assert_close(scores, expected, atol=1e-6, rtol=1e-4)
     assert all(p.requires_grad for p in module.parameters())  # restored after the pass

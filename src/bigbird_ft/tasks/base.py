@@ -148,9 +148,13 @@ class Task:
 
     def evidence_target(self, logits: torch.Tensor) -> torch.Tensor:
         """The scalar whose gradient says which tokens support the prediction (evidence.py), per
-        document: the log-probability of the predicted class."""
-        log_probs = logits.float().log_softmax(-1)
-        return log_probs.gather(-1, log_probs.argmax(-1, keepdim=True)).squeeze(-1)
+        document: the log-odds of the predicted class, log p / (1 - p). Its gradient does not vanish
+        when the model is sure (the log-probability's does: measured, the top-1 span then found the
+        evidence in 59 % of documents, bench/results/evidence_logprob_target.json)."""
+        logits = logits.float()
+        predicted = logits.argmax(-1, keepdim=True)
+        others = logits.scatter(-1, predicted, float("-inf")).logsumexp(-1)
+        return logits.gather(-1, predicted).squeeze(-1) - others
 
     def metric_targets(self, labels: torch.Tensor) -> torch.Tensor:
         return labels

@@ -76,8 +76,8 @@ class MultiLabel(Task):
         return logits.float().sigmoid()
 
     def evidence_target(self, logits: torch.Tensor) -> torch.Tensor:
-        # the most probable label's log-probability (labels are independent: no softmax)
-        return F.logsigmoid(logits.float()).max(-1).values
+        # the most probable label's log-odds, which for a sigmoid is its logit
+        return logits.float().max(-1).values
 
     def metric_targets(self, labels: torch.Tensor) -> torch.Tensor:
         return labels.long()
