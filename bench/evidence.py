@@ -1,6 +1,7 @@
 """Evidence spans measured on the default long-range task, where the deciding phrase is known.
 
-    PYTHONPATH=src python bench/evidence.py [--run-dir DIR] [--k 3] [--limit N] [--out FILE]
+    PYTHONPATH=src python bench/evidence.py [--run-dir DIR] [--k 3] [--limit N] [--methods auto gradient]
+        [--out FILE]
 
 Trains the default run (``python train.py``) unless ``--run-dir`` names a trained one, then runs
 ``predict.py evidence=K`` on the generated test split and reports:
@@ -69,6 +70,42 @@ def random_spans(text: str, lengths: list[int], rng: np.random.Generator) -> lis
     return chosen
 
 
+def evaluate(run_dir: Path, rows: list[dict], work: Path, k: int, method: str, spec: SyntheticSpec) -> dict:
+    """Top-1 hit rate and comprehensiveness of one evidence method."""
+    started = time.perf_counter()
+    explained = predict(run_dir, rows, work, f"evidence-{method}", f"evidence={k}", f"evidence_method={method}")
+    evidence_s = time.perf_counter() - started
+    correct = [(row, pred) for row, pred in zip(rows, explained, strict=True) if pred["label"] == row["label"]]
+    hits = 0
+    for row, pred in correct:
+        start, end = evidence_char_span(row, spec.evidence_words)
+        top = pred["evidence"][0]
+        hits += top["start"] < end and start < top["end"]
+    rng = np.random.default_rng(SEED)
+    top_k = [{**row, "text": delete(row["text"], [(s["start"], s["end"]) for s in pred["evidence"]])}
+             for row, pred in correct]
+    randomised = [{**row, "text": delete(row["text"], random_spans(
+        row["text"], [s["end"] - s["start"] for s in pred["evidence"]], rng))} for row, pred in correct]
+    after_top = predict(run_dir, top_k, work, f"without-top-k-{method}") if correct else []
+    after_random = predict(run_dir, randomised, work, f"without-random-{method}") if correct else []
+    drops_top, drops_random = [], []
+    for (_row, pred), top, rand in zip(correct, after_top, after_random, strict=True):
+        key = f"prob_{pred['label']}"
+        drops_top.append(pred[key] - top[key])
+        drops_random.append(pred[key] - rand[key])
+    hit_rate = hits / len(correct) if correct else None
+    return {
+        "correct": len(correct),
+        "top1_hit_rate": None if hit_rate is None else round(hit_rate, 4),
+        "comprehensiveness_top_k": mean(drops_top),
+        "comprehensiveness_random": mean(drops_random),
+        "top_k_beats_random_share": mean([float(a > b) for a, b in zip(drops_top, drops_random, strict=True)]),
+        "goals": {"top1_hit_rate >= 0.9": hit_rate is not None and hit_rate >= 0.9,
+                  "top-K drop > random drop": bool(correct) and mean(drops_top) > mean(drops_random)},
+        "predict_with_evidence_s": round(evidence_s, 1),
+    }
+
+
 def mean(values: list[float]) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 
@@ -77,56 +114,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, help="a trained default run (else one is trained)")
     parser.add_argument("--k", type=int, default=3)
+    parser.add_argument("--methods", nargs="+", default=["auto", "gradient"], help="evidence_method values")
     parser.add_argument("--limit", type=int, default=None, help="first N test documents only")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "evidence.json")
     args = parser.parse_args()
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     with tempfile.TemporaryDirectory(prefix="bench-evidence-") as scratch:
         work = Path(scratch)
-        run_dir, trained = args.run_dir, None
+        run_dir = args.run_dir
         if run_dir is None:
             run_dir = work / "run"
-            trained = train(run_dir, [])
+            train(run_dir, [])
         spec = SyntheticSpec()  # the default run's data (conf/data/synthetic.yaml)
         rows = [json.loads(line) for line in generate(spec, ROOT / "data" / "generated")["test"].read_text().splitlines()]
         rows = rows[: args.limit] if args.limit else rows
         load_before = os.getloadavg()[0]
-        t0 = time.perf_counter()
-        explained = predict(run_dir, rows, work, "evidence", f"evidence={args.k}")
-        evidence_s = time.perf_counter() - t0
-        correct = [(row, pred) for row, pred in zip(rows, explained, strict=True) if pred["label"] == row["label"]]
-        hits = 0
-        for row, pred in correct:
-            start, end = evidence_char_span(row, spec.evidence_words)
-            top = pred["evidence"][0]
-            hits += top["start"] < end and start < top["end"]
-        rng = np.random.default_rng(SEED)
-        top_k = [{**row, "text": delete(row["text"], [(s["start"], s["end"]) for s in pred["evidence"]])}
-                 for row, pred in correct]
-        randomised = [{**row, "text": delete(row["text"], random_spans(
-            row["text"], [s["end"] - s["start"] for s in pred["evidence"]], rng))} for row, pred in correct]
-        after_top = predict(run_dir, top_k, work, "without-top-k") if correct else []
-        after_random = predict(run_dir, randomised, work, "without-random") if correct else []
-        drops_top, drops_random = [], []
-        for (_row, pred), top, rand in zip(correct, after_top, after_random, strict=True):
-            key = f"prob_{pred['label']}"
-            drops_top.append(pred[key] - top[key])
-            drops_random.append(pred[key] - rand[key])
+        methods = {method: evaluate(run_dir, rows, work, args.k, method, spec) for method in args.methods}
+        model_test_acc = (json.loads((run_dir / "metrics.json").read_text()).get("test/acc")
+                          if (run_dir / "metrics.json").exists() else None)
     result = {
         "command": "PYTHONPATH=src python bench/evidence.py " + " ".join(sys.argv[1:]),
         "started": started,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
-        "model": "the default run (python train.py)" + (f": test acc {trained['test_acc']}" if trained else ""),
+        "model": "the default run (python train.py, head=attention: auto = pooling weights)",
+        "model_test_acc": model_test_acc,
         "k": args.k,
         "documents": len(rows),
-        "correct": len(correct),
-        "top1_hit_rate": round(hits / max(len(correct), 1), 4),
-        "comprehensiveness_top_k": mean(drops_top),
-        "comprehensiveness_random": mean(drops_random),
-        "top_k_beats_random_share": mean([float(a > b) for a, b in zip(drops_top, drops_random, strict=True)]),
-        "goals": {"top1_hit_rate >= 0.9": bool(correct) and hits / len(correct) >= 0.9,
-                  "top-K drop > random drop": bool(correct) and mean(drops_top) > mean(drops_random)},
-        "predict_with_evidence_s": round(evidence_s, 1),
+        "methods": methods,
+        "top1_hit_rate": methods[args.methods[0]]["top1_hit_rate"],
+        "comprehensiveness_top_k": methods[args.methods[0]]["comprehensiveness_top_k"],
+        "comprehensiveness_random": methods[args.methods[0]]["comprehensiveness_random"],
         "load_avg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

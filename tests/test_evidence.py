@@ -152,6 +152,8 @@ def test_the_html_page_renders_the_spans_in_chromium(trained_run, documents, tmp
 
 @pytest.mark.parametrize(("override", "message"), [
     ("evidence=0", "error: evidence=0 is not a positive whole number of spans: fix evidence"),
+    ("evidence_method=saliency", "error: evidence_method=saliency is not one of auto, gradient, pooling: "
+                                 "fix evidence_method"),
     ("evidence=two", "error: evidence=two is not a positive whole number of spans: fix evidence"),
     ("evidence_html=/no/such/folder/e.html",
      "error: the folder of evidence_html=/no/such/folder/e.html does not exist: create it or fix evidence_html"),
@@ -176,3 +178,24 @@ def test_every_backend_and_head_gives_finite_nonzero_scores(make_classifier, tin
     offsets, inputs, starts = document_windows(tiny_tokenizer, text, max_length=256, long_docs="chunk", stride=32)
     scores = token_scores(module, inputs, starts, len(offsets), "mean")
     assert scores.shape == (len(offsets),) and torch.isfinite(scores).all() and scores.abs().sum() > 0
+
+
+def test_pooling_evidence_is_the_attention_heads_weights_and_needs_that_head(make_classifier, tiny_tokenizer):
+    from bigbird_ft.errors import UserError
+    from bigbird_ft.evidence import resolve_method
+
+    module = make_classifier("hf_full", "attention").eval()
+    ids = tiny_tokenizer("the quick brown fox jumps over the lazy dog " * 5)["input_ids"]
+    scores = token_scores(module, [ids], [0], len(ids) - 2, "mean", method="pooling")
+    captured = {}
+    hook = module.head.register_forward_pre_hook(lambda _m, args: captured.update(hidden=args[0], mask=args[1]))
+    with torch.no_grad():
+        module(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))
+    hook.remove()
+    weights = (module.head.scorer(captured["hidden"]).squeeze(-1)).softmax(-1)[0, 1:-1]
+    torch.testing.assert_close(scores, weights, atol=1e-6, rtol=1e-5)
+    assert resolve_method(module, "auto") == "pooling"
+    cls = make_classifier("block_sparse", "cls")
+    assert resolve_method(cls, "auto") == "gradient"
+    with pytest.raises(UserError, match="evidence_method=pooling needs a head with pooling weights"):
+        resolve_method(cls, "pooling")

@@ -1,9 +1,13 @@
 """``predict.py evidence=K``: the K spans of each document that most support its prediction.
 
-Gradient x input on the word embeddings (one backward per document, all its windows in one batch),
-summed over windows of ``evidence_window`` tokens; the K best non-overlapping windows become
-character spans of the original text through the tokenizer's offsets. It needs nothing from the
-backend or the head, so it works with all of them and with chunked documents. Attribution
+Token scores, summed over windows of ``evidence_window`` tokens; the K best non-overlapping windows
+become character spans of the original text through the tokenizer's offsets. ``evidence_method=
+gradient``: gradient x input on the word embeddings for the predicted class's log-odds (one
+backward per document, all its windows in one batch); it needs nothing from the backend or the
+head, so it works with all of them and with chunked documents. ``pooling``: the head's own pooling
+weights (``head=attention``), no backward. ``auto`` (default): pooling where the head has
+weights, else gradient. On the default task the top-1 span hits the evidence phrase in 100 % vs
+74 % of test documents (bench/results/evidence.json). Attribution
 libraries (captum and the like) compute the same product but know neither our windows nor our
 character offsets, and their long-input paths run the model once per step.
 """
@@ -18,11 +22,18 @@ from typing import Any
 import torch
 
 from .errors import UserError
+from .heads.base import Head
 from .io_utils import atomic_path
 
+METHODS = ("auto", "gradient", "pooling")
 
-def check_evidence_options(k: Any, html_path: Any, window: Any) -> tuple[int, Path | None, int]:
-    """Bad ``evidence=`` / ``evidence_html=`` / ``evidence_window=`` end before the model runs."""
+
+def check_evidence_options(k: Any, html_path: Any, window: Any, method: Any = "auto"
+                           ) -> tuple[int, Path | None, int]:
+    """Bad ``evidence=`` / ``evidence_html=`` / ``evidence_window=`` / ``evidence_method`` end before the
+    model runs."""
+    if method not in METHODS:
+        raise UserError(f"evidence_method={method} is not one of {', '.join(METHODS)}: fix evidence_method")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise UserError(f"evidence={k} is not a positive whole number of spans: fix evidence")
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
@@ -51,9 +62,10 @@ def document_windows(tokenizer: Any, text: str, max_length: int, long_docs: str,
 
 
 def token_scores(module: Any, inputs: list[list[int]], starts: list[int], n_tokens: int,
-                 aggregation: str) -> torch.Tensor:
-    """Gradient x input per content token, the target being the task's ``evidence_target`` of the
-    document's aggregated logits (as predict aggregates windows)."""
+                 aggregation: str, method: str = "gradient") -> torch.Tensor:
+    """Per content token: the head's pooling weight (``pooling``) or gradient x input, the target
+    being the task's ``evidence_target`` of the document's aggregated logits (as predict
+    aggregates windows)."""
     device = module.device
     width = max(len(x) for x in inputs)
     multiple = int((module.hparams.data or {}).get("pad_to_multiple_of", module.hparams.model["block_size"]))
@@ -71,16 +83,28 @@ def token_scores(module: Any, inputs: list[list[int]], starts: list[int], n_toke
         captured["embeddings"] = leaf
         return leaf
 
-    hook = module.encoder.get_input_embeddings().register_forward_hook(keep_embeddings)
-    try:
-        with torch.inference_mode(False), torch.enable_grad():
-            logits = module(ids.to(device), mask.to(device))
-            doc_logits = logits.max(0).values if aggregation == "max" else logits.mean(0)
-            module.task.evidence_target(doc_logits.unsqueeze(0)).sum().backward()
-    finally:
-        hook.remove()
-    embeddings = captured["embeddings"]
-    per_input = (embeddings.grad * embeddings).sum(-1).detach().cpu()  # [windows, width]
+    def keep_head_inputs(_module: Any, args: tuple[Any, ...]) -> None:
+        captured["hidden"], captured["mask"] = args[0], args[1]
+
+    if method == "pooling":
+        hook = module.head.register_forward_pre_hook(keep_head_inputs)
+        try:
+            with torch.no_grad():
+                module(ids.to(device), mask.to(device))
+                per_input = module.head.relevance(captured["hidden"], captured["mask"]).float().cpu()
+        finally:
+            hook.remove()
+    else:
+        hook = module.encoder.get_input_embeddings().register_forward_hook(keep_embeddings)
+        try:
+            with torch.inference_mode(False), torch.enable_grad():
+                logits = module(ids.to(device), mask.to(device))
+                doc_logits = logits.max(0).values if aggregation == "max" else logits.mean(0)
+                module.task.evidence_target(doc_logits.unsqueeze(0)).sum().backward()
+        finally:
+            hook.remove()
+        embeddings = captured["embeddings"]
+        per_input = (embeddings.grad * embeddings).sum(-1).detach().cpu()  # [windows, width]
     scores = torch.zeros(n_tokens)
     counts = torch.zeros(n_tokens)
     for row, (x, start) in enumerate(zip(inputs, starts, strict=True)):
@@ -114,10 +138,21 @@ def best_spans(scores: torch.Tensor, offsets: list[tuple[int, int]], text: str, 
     return spans
 
 
+def resolve_method(module: Any, method: str) -> str:
+    has_weights = type(module.head).relevance is not Head.relevance
+    if method == "pooling" and not has_weights:
+        raise UserError(f"evidence_method=pooling needs a head with pooling weights (head=attention), this "
+                        f"model has head={module.head.name}: use evidence_method=gradient or auto")
+    if method == "auto":
+        return "pooling" if has_weights else "gradient"
+    return method
+
+
 def explain(module: Any, texts: list[str], doc_logits: torch.Tensor, k: int, window: int, max_length: int,
-            long_docs: str, stride: int, aggregation: str) -> list[list[dict[str, Any]]]:
+            long_docs: str, stride: int, aggregation: str, method: str = "auto") -> list[list[dict[str, Any]]]:
     """Per document, its K evidence spans (best first)."""
     del doc_logits  # the target is recomputed from the same windows, with gradients
+    method = resolve_method(module, method)
     was_training = module.training
     module.eval()
     params = [p for p in module.parameters() if p.requires_grad]
@@ -127,7 +162,7 @@ def explain(module: Any, texts: list[str], doc_logits: torch.Tensor, k: int, win
         out = []
         for text in texts:
             offsets, inputs, starts = document_windows(module.tokenizer, text, max_length, long_docs, stride)
-            scores = token_scores(module, inputs, starts, len(offsets), aggregation)
+            scores = token_scores(module, inputs, starts, len(offsets), aggregation, method)
             out.append(best_spans(scores, offsets, text, k, window))
         return out
     finally:

@@ -19,7 +19,7 @@ from .data.collate import BlockPaddingCollator
 from .data.datamodule import join_text_columns
 from .distributed import HydraDDPStrategy, ddp_job_scope, gather_objects
 from .errors import UserError
-from .evidence import as_column, check_evidence_options, explain, write_html
+from .evidence import as_column, check_evidence_options, explain, resolve_method, write_html
 from .factory import load_classifier
 from .io_utils import atomic_path
 from .module import BigBirdClassifier
@@ -116,19 +116,21 @@ def predict(cfg: DictConfig) -> Path:
     if output.suffix.lower() not in OUTPUT_WRITERS:
         raise UserError(f"unknown output extension '{output.suffix}'; use .csv or .jsonl (output)")
     check_writable(output)
-    if cfg.get("evidence") is not None or cfg.get("evidence_html") is not None:
-        evidence_k, evidence_html, evidence_window = check_evidence_options(
-            1 if cfg.get("evidence") is None else cfg.evidence, cfg.get("evidence_html"),
-            cfg.get("evidence_window", 16))
-    else:
-        evidence_k = evidence_html = evidence_window = None
+    # every evidence option is checked before the model runs; evidence_html alone means evidence=1
+    evidence_k, evidence_html, evidence_window = check_evidence_options(
+        1 if cfg.get("evidence") is None else cfg.evidence, cfg.get("evidence_html"),
+        cfg.get("evidence_window", 16), cfg.get("evidence_method", "auto"))
+    if cfg.get("evidence") is None and evidence_html is None:
+        evidence_k = None
     checkpoint = find_checkpoint(cfg)
     frame = read_input(source)
     # weights_only: a checkpoint may come from anywhere; ours holds only tensors and primitives
     module = load_classifier(checkpoint)
     module.eval()
     on_cpu = cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not torch.cuda.is_available())
-    if evidence_k is not None and on_cpu and not module.backend.supports_cpu_training:
+    if evidence_k is not None:
+        evidence_method = resolve_method(module, cfg.get("evidence_method", "auto"))
+    if evidence_k is not None and evidence_method == "gradient" and on_cpu and not module.backend.supports_cpu_training:
         raise UserError(f"evidence needs a backward pass, which attention={module.backend.name} lacks on CPU: "
                         "predict on a GPU (accelerator=gpu) or drop evidence")
     data_hp = module.hparams.data or {}
@@ -177,7 +179,7 @@ def predict(cfg: DictConfig) -> Path:
         # Lightning hands the model back on the CPU after predict; the backward pass runs where predict ran
         module.to("cpu" if on_cpu else "cuda")
         evidence = explain(module, texts, doc_logits, evidence_k, evidence_window, max_length, cfg.long_docs,
-                           int(cfg.chunk_stride), cfg.chunk_aggregation)
+                           int(cfg.chunk_stride), cfg.chunk_aggregation, evidence_method)
     write_predictions(frame, doc_logits, module, cfg, output, evidence, evidence_html, texts)
     return output
 

@@ -68,6 +68,10 @@ class Head(nn.Module):
     ) -> torch.Tensor:
         raise NotImplementedError
 
+    def relevance(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """Per-token weight of the pooling, where the head has one (evidence.py); None: use gradients."""
+        return None
+
     def forward(
         self,
         hidden_states: torch.Tensor,
