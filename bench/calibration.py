@@ -11,19 +11,12 @@ bench/results/quality.json). Goal: test ECE after <= 0.5 x before. Writes bench/
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from default_run import train  # noqa: E402  (one fresh-process train.py runner for every bench)
+from default_run import main_over_runs, train  # noqa: E402  (one fresh-process train.py runner for every bench)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = {
@@ -55,23 +48,7 @@ def measure(name: str, scratch: Path, extra: list[str]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=list(RUNS))
-    parser.add_argument("overrides", nargs="*", help="after --: appended to every train.py run (tests shrink it)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "calibration.json")
-    args = parser.parse_args()
-    started = time.strftime("%Y-%m-%dT%H:%M:%S")
-    with tempfile.TemporaryDirectory(prefix="bench-calibration-") as scratch:
-        rows = {name: measure(name, Path(scratch), args.overrides) for name in args.runs}
-    result = {
-        "command": "PYTHONPATH=src python bench/calibration.py " + " ".join(sys.argv[1:]),
-        "started": started,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
-        "goal": f"test ECE after <= {GOAL_RATIO} x before, accuracy unchanged (argmax is invariant to T)",
-        "runs": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    rows = main_over_runs("calibration", RUNS, measure, f"test ECE after <= {GOAL_RATIO} x before, accuracy unchanged (argmax is invariant to T)")
     print(json.dumps(rows, indent=2))
 
 

@@ -201,5 +201,30 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
+
+def main_over_runs(script: str, runs: dict[str, list[str]], measure, goal: str) -> dict:
+    """``bench/<script>.py [--runs ...] [--out FILE] [-- TRAIN_OVERRIDES...]``: ``measure(name, scratch,
+    overrides)`` per named run, written with the command, machine and goal to bench/results/<script>.json."""
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=f"bench/{script}.py")
+    parser.add_argument("--runs", nargs="+", choices=sorted(runs), default=list(runs))
+    parser.add_argument("overrides", nargs="*", help="after --: appended to every train.py run (tests shrink it)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / f"{script}.json")
+    args = parser.parse_args()
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    with tempfile.TemporaryDirectory(prefix=f"bench-{script}-") as scratch:
+        rows = {name: measure(name, Path(scratch), args.overrides) for name in args.runs}
+    result = {
+        "command": f"PYTHONPATH=src python bench/{script}.py " + " ".join(sys.argv[1:]),
+        "started": started,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+        "goal": goal,
+        "runs": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return rows
+
 if __name__ == "__main__":
     main()

@@ -12,20 +12,15 @@ Writes bench/results/estimate.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from default_run import train  # noqa: E402  (one fresh-process train.py runner for every bench)
+from default_run import main_over_runs, train  # noqa: E402  (one fresh-process train.py runner for every bench)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = {"default": [], "hyperpartisan_tiny": ["experiment=hyperpartisan_tiny"]}
@@ -63,23 +58,7 @@ def measure(name: str, scratch: Path, extra: list[str]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=list(RUNS))
-    parser.add_argument("overrides", nargs="*", help="after --: appended to every train.py run (tests shrink it)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "estimate.json")
-    args = parser.parse_args()
-    started = time.strftime("%Y-%m-%dT%H:%M:%S")
-    with tempfile.TemporaryDirectory(prefix="bench-estimate-") as scratch:
-        rows = {name: measure(name, Path(scratch), args.overrides) for name in args.runs}
-    result = {
-        "command": "PYTHONPATH=src python bench/estimate.py " + " ".join(sys.argv[1:]),
-        "started": started,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
-        "goal": f"|predicted - measured| / measured <= {GOAL}",
-        "runs": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    rows = main_over_runs("estimate", RUNS, measure, f"|predicted - measured| / measured <= {GOAL}")
     print(json.dumps({k: {x: v[x] for x in ("predicted_run_s", "measured_run_s", "relative_error")}
                       for k, v in rows.items()}, indent=2))
 
