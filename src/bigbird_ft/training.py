@@ -241,7 +241,11 @@ def train(cfg: DictConfig) -> float | None:
         module, datamodule=datamodule, ckpt_path="best" if best else None, verbose=False, weights_only=True)[0]))
     if logits is not None:
         fit = bool(cfg.get("calibrate")) and not eval_only
-        metrics.update(calibration.report("val", logits, module, output_dir, fit=fit, checkpoint=best or None))
+        # T goes into the checkpoint holding the module's weights: the best one, else (no monitored
+        # checkpoint, e.g. debug=fdr) last.ckpt, which predict then reads
+        last = output_dir / "checkpoints" / "last.ckpt"
+        holder = best or (str(last) if not eval_only and last.is_file() else None)
+        metrics.update(calibration.report("val", logits, module, output_dir, fit=fit, checkpoint=holder))
 
     if cfg.get("test", False):
         if datamodule.has_test_split():
