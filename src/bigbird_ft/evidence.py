@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .data.collate import BlockPaddingCollator
 from .errors import UserError
 from .heads.base import Head
 from .io_utils import atomic_path
@@ -46,6 +47,16 @@ def check_evidence_options(k: Any, html_path: Any, window: Any, method: Any = "a
     return k, path, window
 
 
+def window_starts(n_tokens: int, body: int, stride: int, long_docs: str) -> list[int]:
+    """Where each model input starts in a document's content tokens: one (truncate) or overlapping
+    windows of ``body`` tokens sharing ``stride`` (chunk). Predict and evidence cut documents alike."""
+    starts = [0]
+    if long_docs == "chunk":
+        while starts[-1] + body < n_tokens:
+            starts.append(starts[-1] + body - stride)
+    return starts
+
+
 def document_windows(tokenizer: Any, text: str, max_length: int, long_docs: str, stride: int
                      ) -> tuple[list[tuple[int, int]], list[list[int]], list[int]]:
     """The document's content-token offsets, its model inputs (as predict builds them) and where each
@@ -53,10 +64,7 @@ def document_windows(tokenizer: Any, text: str, max_length: int, long_docs: str,
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     content, offsets = encoded["input_ids"], encoded["offset_mapping"]
     body = max_length - 2
-    starts = [0]
-    if long_docs == "chunk":
-        while starts[-1] + body < len(content):
-            starts.append(starts[-1] + body - stride)
+    starts = window_starts(len(content), body, stride, long_docs)
     inputs = [[tokenizer.cls_token_id, *content[s : s + body], tokenizer.sep_token_id] for s in starts]
     return offsets, inputs, starts
 
@@ -67,15 +75,9 @@ def token_scores(module: Any, inputs: list[list[int]], starts: list[int], n_toke
     being the task's ``evidence_target`` of the document's aggregated logits (as predict
     aggregates windows)."""
     device = module.device
-    width = max(len(x) for x in inputs)
     multiple = int((module.hparams.data or {}).get("pad_to_multiple_of", module.hparams.model["block_size"]))
-    width = -(-width // multiple) * multiple
-    pad = module.tokenizer.pad_token_id
-    ids = torch.full((len(inputs), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, x in enumerate(inputs):
-        ids[row, : len(x)] = torch.tensor(x)
-        mask[row, : len(x)] = 1
+    batch = BlockPaddingCollator(module.tokenizer, multiple)([{"input_ids": x} for x in inputs])
+    ids, mask = batch["input_ids"], batch["attention_mask"]
     captured: dict[str, torch.Tensor] = {}
 
     def keep_embeddings(_module: Any, _args: Any, output: torch.Tensor) -> torch.Tensor:
@@ -148,10 +150,10 @@ def resolve_method(module: Any, method: str) -> str:
     return method
 
 
-def explain(module: Any, texts: list[str], doc_logits: torch.Tensor, k: int, window: int, max_length: int,
-            long_docs: str, stride: int, aggregation: str, method: str = "auto") -> list[list[dict[str, Any]]]:
-    """Per document, its K evidence spans (best first)."""
-    del doc_logits  # the target is recomputed from the same windows, with gradients
+def explain(module: Any, texts: list[str], k: int, window: int, max_length: int, long_docs: str, stride: int,
+            aggregation: str, method: str = "auto") -> list[list[dict[str, Any]]]:
+    """Per document, its K evidence spans (best first); the target is recomputed from the same
+    windows predict read."""
     method = resolve_method(module, method)
     was_training = module.training
     module.eval()

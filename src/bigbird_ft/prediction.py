@@ -19,7 +19,7 @@ from .data.collate import BlockPaddingCollator
 from .data.datamodule import join_text_columns
 from .distributed import HydraDDPStrategy, ddp_job_scope, gather_objects
 from .errors import UserError
-from .evidence import as_column, check_evidence_options, explain, resolve_method, write_html
+from .evidence import as_column, check_evidence_options, explain, resolve_method, window_starts, write_html
 from .factory import load_classifier
 from .io_utils import atomic_path
 from .module import BigBirdClassifier
@@ -96,18 +96,10 @@ def encode_documents(
     body = max_length - 2
     if not 0 <= stride < body:
         raise UserError(f"chunk_stride={stride} must be in [0, {body}) for max_length={max_length}")
-    features = []
-    for row, content in enumerate(tokenizer(texts, add_special_tokens=False)["input_ids"]):
-        start = 0
-        while True:
-            window = content[start : start + body]
-            # BigBird's single-sequence layout: [CLS] tokens [SEP]
-            ids = [tokenizer.cls_token_id, *window, tokenizer.sep_token_id]
-            features.append({"input_ids": ids, "row": row})
-            if start + body >= len(content):
-                break
-            start += body - stride
-    return features
+    # BigBird's single-sequence layout: [CLS] tokens [SEP]
+    return [{"input_ids": [tokenizer.cls_token_id, *content[start : start + body], tokenizer.sep_token_id], "row": row}
+            for row, content in enumerate(tokenizer(texts, add_special_tokens=False)["input_ids"])
+            for start in window_starts(len(content), body, stride, "chunk")]
 
 
 def predict(cfg: DictConfig) -> Path:
@@ -178,7 +170,7 @@ def predict(cfg: DictConfig) -> Path:
     if evidence_k is not None:
         # Lightning hands the model back on the CPU after predict; the backward pass runs where predict ran
         module.to("cpu" if on_cpu else "cuda")
-        evidence = explain(module, texts, doc_logits, evidence_k, evidence_window, max_length, cfg.long_docs,
+        evidence = explain(module, texts, evidence_k, evidence_window, max_length, cfg.long_docs,
                            int(cfg.chunk_stride), cfg.chunk_aggregation, evidence_method)
     write_predictions(frame, doc_logits, module, cfg, output, evidence, evidence_html, texts)
     return output
