@@ -5,6 +5,17 @@ alone. Model: BigBird, hidden 256, 4 layers, 4 heads, block 64, r=3, batch 2, ra
 One step = forward + backward of a linear probe on the last hidden state (flex on CPU:
 forward only, FlexAttention has no CPU backward). One warm-up step, then the median of --steps.
 
+Roofline: each worker also times the attention part alone (one layer's attention given q, k, v:
+our backends' ``attend``, HF's ``bigbird_block_sparse_attention``, HF's original_full matmul/softmax
+code; forward+backward, median of --steps after one warm-up) and a large ``torch.mm`` of the same
+dtype and thread count, and reports ``attention_flops`` (the work the backend's pattern asks for:
+N^2 for the dense backends, window + global + random blocks from the block plan for the sparse
+ones; backward counted as 2x forward), ``attention_gflops`` (those FLOPs over the measured time),
+``matmul_gflops`` and ``roofline_fraction`` = attention_gflops / matmul_gflops.
+
+--rounds R runs every configuration R times, interleaved (round 1 of all, then round 2, ...); a
+row's times are the medians over rounds and its ratios the medians of the per-round ratios.
+
 Peak memory: on CPU ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` after the timed steps minus
 its value after the model and inputs were built (process high-water mark, so it includes
 allocator slack); on CUDA ``torch.cuda.max_memory_allocated`` minus the allocation after build.
@@ -144,6 +155,8 @@ def run_one(
     else:
         peak = _maxrss_mib() - base
     extra = {"profile": profile_step(step, sync)} if profile else {}
+    roofline = attention_roofline(backend_name, backend, encoder, ids, mask, steps, dropout, forward_only,
+                                  autocast, sync, torch.bfloat16 if precision == "bf16" else torch.float32)
     return {**extra,
         "backend": backend_name,
         "length": length,
@@ -157,6 +170,111 @@ def run_one(
         "median_cpu_s": statistics.median(cpu_times),
         "peak_mem_mib": peak,
         "baseline_mem_mib": base / 2**20 if cuda else base,
+        **roofline,
+    }
+
+
+def attention_flops(sparse: bool, batch: int, heads: int, length: int, dim: int, block: int,
+                    random_blocks: int, backward: bool) -> int:
+    """FLOPs of one layer's attention: 2 matmuls (QK^T, PV) x 2 FLOPs per multiply-add, per attended
+    (query, key) pair; backward = 2x forward (dQ, dK, dV, dP). Sparse: each middle query block
+    attends 5 + r key blocks (first, 3-block window, r random, last), the first and last query
+    blocks every key."""
+    if sparse:
+        blocks = length // block
+        pairs = (blocks - 2) * block * (5 + random_blocks) * block + 2 * block * length
+    else:
+        pairs = length * length
+    forward = 4 * dim * pairs * batch * heads
+    return forward * (3 if backward else 1)
+
+
+def matmul_gflops(device: str, dtype: Any, sync: Any, size: int = 2048, reps: int = 5) -> float:
+    """This machine's throughput on one large square matmul (same dtype, same threads)."""
+    import torch
+
+    size = 8192 if device.startswith("cuda") else size
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    times = []
+    for _ in range(reps + 1):
+        sync()
+        start = time.perf_counter()
+        torch.mm(a, b)
+        sync()
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times[1:]) / 1e9
+
+
+def attention_roofline(backend_name: str, backend: Any, encoder: Any, ids: Any, mask: Any, steps: int,
+                       dropout: float, forward_only: bool, autocast: Any, sync: Any, dtype: Any) -> dict[str, Any]:
+    """Time one layer's attention part alone on random q, k, v of the run's shape (see module doc)."""
+    import torch
+    from transformers import BigBirdModel
+
+    config = encoder.config
+    batch, length = ids.shape
+    heads = config.num_attention_heads
+    dim = config.hidden_size // heads
+    layer = encoder.encoder.layer[0].attention.self
+    grad = not forward_only
+
+    def projection() -> Any:
+        # the layout HF's projections give: (B, N, H*D) memory seen as (B, H, N, D)
+        tensor = torch.randn(batch, length, heads * dim, device=ids.device, dtype=dtype)
+        return tensor.view(batch, length, heads, dim).transpose(1, 2).requires_grad_(grad)
+
+    query, key, value = projection(), projection(), projection()
+    sparse = backend_name in ("block_sparse", "hf_block_sparse", "flex") and length > backend.min_sparse_length()
+    if hasattr(layer, "attend"):
+        ctx = backend.make_context(encoder, ids, mask)
+
+        def core() -> Any:
+            return layer.attend(query, key, value, ctx, dropout)
+    elif backend_name == "hf_block_sparse":
+        blocked, band, from_mask, to_mask = BigBirdModel.create_masks_for_block_sparse_attn(
+            mask.to(dtype), config.block_size)
+
+        def core() -> Any:
+            return layer.bigbird_block_sparse_attention(
+                query, key, value, band, from_mask, to_mask, blocked, blocked, heads, config.num_random_blocks,
+                dim, config.block_size, config.block_size, batch, length, length, seed=layer.seed,
+                plan_from_length=None, plan_num_rand_blocks=None)[0]
+    else:  # hf_full: the lines of HF's BigBirdSelfAttention.forward after the projections
+        extended = (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+        def core() -> Any:
+            scores = torch.matmul(query, key.transpose(-1, -2)) / dim**0.5 + extended
+            probs = torch.nn.functional.dropout(scores.softmax(dim=-1), dropout, training=True)
+            return torch.matmul(probs, value)
+
+    grad_out = torch.randn(batch, heads, length, dim, device=ids.device, dtype=dtype)
+
+    def run() -> None:
+        with autocast(), torch.set_grad_enabled(grad):
+            out = core()
+        if grad:
+            # HF's block-sparse returns (B, N, H, D): any gradient of the right size will do
+            out.backward(grad_out.reshape(out.shape))
+            query.grad = key.grad = value.grad = None
+
+    times = []
+    for _ in range(steps + 1):
+        sync()
+        start = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times[1:])
+    flops = attention_flops(sparse, batch, heads, length, dim, config.block_size, config.num_random_blocks, grad)
+    peak = matmul_gflops(str(ids.device), dtype, sync)
+    achieved = flops / seconds / 1e9
+    return {
+        "attention_s": seconds,
+        "attention_flops": flops,
+        "attention_gflops": achieved,
+        "matmul_gflops": peak,
+        "roofline_fraction": achieved / peak,
     }
 
 
@@ -221,10 +339,35 @@ def add_ratios(results: list[dict[str, Any]]) -> None:
             r["mem_ratio_vs_hf_block_sparse"] = r["peak_mem_mib"] / ref["peak_mem_mib"]
 
 
+RATIO_KEYS = ("time_ratio_vs_hf_block_sparse", "cpu_time_ratio_vs_hf_block_sparse", "mem_ratio_vs_hf_block_sparse")
+ROUND_MEDIANS = ("median_s", "median_cpu_s", "peak_mem_mib", "tokens_per_s", "attention_s", "attention_gflops",
+                 "matmul_gflops", "roofline_fraction")
+
+
+def combine_rounds(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per configuration: the medians over rounds (ratios: of the per-round ratios)."""
+    if len(rounds) == 1:
+        return rounds[0]
+    combined = []
+    for first, *others in zip(*rounds, strict=True):
+        row = dict(first)
+        every = [first, *others]
+        if any("error" in r for r in every):
+            combined.append(next(r for r in every if "error" in r))
+            continue
+        for key in (*ROUND_MEDIANS, *RATIO_KEYS):
+            values = [r[key] for r in every if r.get(key) is not None]
+            if values:
+                row[key] = statistics.median(values)
+                row[f"{key}_per_round"] = values
+        combined.append(row)
+    return combined
+
+
 def table(results: list[dict[str, Any]]) -> str:
     head = (
         f"{'backend':16} {'n':>5} {'mode':16} {'wall s':>8} {'cpu s':>8} {'tokens/s':>9} {'peak MiB':>9} "
-        f"{'wall/hf_bs':>10} {'cpu/hf_bs':>9} {'mem/hf_bs':>9}"
+        f"{'wall/hf_bs':>10} {'cpu/hf_bs':>9} {'mem/hf_bs':>9} {'attn GF/s':>9} {'roofline':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
@@ -242,7 +385,8 @@ def table(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['backend']:16} {r['length']:>5} {r['mode']:16} {r['median_s']:>8.2f} "
             f"{r['median_cpu_s']:>8.2f} {r.get('tokens_per_s', 0):>9.0f} {r['peak_mem_mib']:>9.0f} "
-            f"{ratios[0]:>10} {ratios[1]:>9} {ratios[2]:>9}"
+            f"{ratios[0]:>10} {ratios[1]:>9} {ratios[2]:>9} {r.get('attention_gflops', 0):>9.1f} "
+            f"{r.get('roofline_fraction', 0):>8.2f}"
         )
     return "\n".join(lines)
 
@@ -311,6 +455,7 @@ def meta_for(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
         "dropout": args.dropout,
         "steps": args.steps,
         "warmup_steps": 1,
+        "rounds": args.rounds,
         "time": (
             "median of timed steps, forward+backward (flex on CPU: forward only, no_grad); wall = "
             "perf_counter, cpu = process_time (all threads; less sensitive to other load on the machine)"
@@ -341,6 +486,8 @@ def main() -> None:
         "--hf-full-max", type=int, default=HF_FULL_DEFAULT_MAX, help="skip hf_full above this length"
     )
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per configuration")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every configuration this many times, interleaved (medians reported)")
     parser.add_argument("--out", type=Path, default=RESULTS / "attention.json")
     parser.add_argument(
         "--merge",
@@ -359,16 +506,21 @@ def main() -> None:
 
     import torch
 
-    results = []
-    for length in args.lengths:
-        for backend in args.backends:
-            if backend == "hf_full" and length > args.hf_full_max:
-                print(f"skip hf_full n={length} (> --hf-full-max {args.hf_full_max})", flush=True)
-                continue
-            result = run_subprocess(backend, length, args)
-            results.append(result)
-            shown = result.get("median_s", result.get("error"))
-            print(f"{backend:16} n={length:<5} {shown}", flush=True)
+    rounds: list[list[dict[str, Any]]] = []
+    for number in range(args.rounds):
+        results = []
+        for length in args.lengths:
+            for backend in args.backends:
+                if backend == "hf_full" and length > args.hf_full_max:
+                    print(f"skip hf_full n={length} (> --hf-full-max {args.hf_full_max})", flush=True)
+                    continue
+                result = run_subprocess(backend, length, args)
+                results.append(result)
+                shown = result.get("median_s", result.get("error"))
+                print(f"round {number + 1}: {backend:16} n={length:<5} {shown}", flush=True)
+        add_ratios(results)
+        rounds.append(results)
+    results = combine_rounds(rounds)
     runs = [meta_for(args, torch)]
     if args.merge and args.out.exists():
         previous = json.loads(args.out.read_text())
@@ -376,7 +528,8 @@ def main() -> None:
         kept = [r for r in previous["results"] if (r["backend"], r["length"]) not in ran]
         results = sorted(kept + results, key=lambda r: (r["length"], ALL_BACKENDS.index(r["backend"])))
         runs = previous.get("runs", [previous.get("meta")]) + runs
-    add_ratios(results)
+    if args.rounds == 1 or args.merge:
+        add_ratios(results)
     print()
     print(table(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)

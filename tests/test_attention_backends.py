@@ -308,38 +308,98 @@ def test_attention_dropout_applied_in_training_only(name: str) -> None:
     assert torch.equal(eval_a, eval_b)
 
 
-@pytest.mark.parametrize("gathered", [False, True], ids=["dense", "gathered"])
-def test_dropout_kernel_matches_autograd_reference(gathered: bool) -> None:
-    """Our recomputing dropout-attention kernel vs plain autograd with the same dropout mask."""
+def test_dropout_kernel_matches_autograd_reference() -> None:
+    """Our recomputing dense dropout-attention kernel vs plain autograd with the same dropout mask."""
     torch.manual_seed(0)
     batch, groups, q_len, dim, p = 2, 3, 4, 8, 0.3
     opts = {"dtype": torch.float64, "requires_grad": True}
     query = torch.randn(batch, groups, q_len, dim, **opts)
-    if gathered:
-        key, value = torch.randn(batch, 5, 4, dim, **opts), torch.randn(batch, 5, 4, dim, **opts)
-        index = torch.randint(0, 5, (groups * 3,))
-    else:
-        key, value = torch.randn(batch, groups, 12, dim, **opts), torch.randn(batch, groups, 12, dim, **opts)
-        index = None
+    key, value = torch.randn(batch, groups, 12, dim, **opts), torch.randn(batch, groups, 12, dim, **opts)
     bias = mask_to_bias(torch.rand(batch, groups, 1, 12) > 0.3)
     grad_out = torch.randn(batch, groups, q_len, dim, dtype=torch.float64)
 
     torch.manual_seed(5)
-    out = dropout_attention(query, key, value, bias, p, index=index)
+    out = dropout_attention(query, key, value, bias, p)
     grads = torch.autograd.grad(out, (query, key, value), grad_out)
 
-    keys, values = key, value
-    if index is not None:
-        keys = key.index_select(1, index).view(batch, groups, -1, dim)
-        values = value.index_select(1, index).view(batch, groups, -1, dim)
-    probs = ((query @ keys.transpose(-1, -2)).float() * dim**-0.5 + bias).softmax(-1)
+    probs = ((query @ key.transpose(-1, -2)).float() * dim**-0.5 + bias).softmax(-1)
     torch.manual_seed(5)
     drop, rescale = _drop_mask(torch.Size((batch * groups, q_len, 12)), p, probs.device)
-    expected = (probs * ~drop.view(probs.shape) * rescale).double() @ values
+    expected = (probs * ~drop.view(probs.shape) * rescale).double() @ value
     expected_grads = torch.autograd.grad(expected, (query, key, value), grad_out)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
     for got, want in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def reference_block_sparse(query, key, value, index, slot_valid, key_valid, block, keeps, rescale):
+    """Plain autograd BigBird attention per (batch, head) pair, dropping where ``keeps`` (the kernel's
+    recorded masks, global then middle per pair) say so."""
+    batch, heads, length, dim = query.shape
+    blocks = length // block
+    out = torch.zeros_like(query)
+    masks = iter(keeps)
+    for b in range(batch):
+        bias = torch.zeros(length, dtype=query.dtype).masked_fill(~key_valid[b], -1e30)
+        for h in range(heads):
+            q, k, v = query[b, h], key[b, h], value[b, h]
+            glob = torch.cat([q[:block], q[-block:]])
+            probs = (glob @ k.T * dim**-0.5 + bias).softmax(-1) * next(masks).to(query.dtype) * rescale
+            context = probs @ v
+            rows = []
+            for row in range(blocks - 2):
+                slots = index[h, row]
+                keys = torch.cat([k[s * block:(s + 1) * block] for s in slots.tolist()])
+                allowed = slot_valid[row].repeat_interleave(block) & torch.cat(
+                    [key_valid[b, s * block:(s + 1) * block] for s in slots.tolist()])
+                scores = q[(row + 1) * block:(row + 2) * block] @ keys.T * dim**-0.5
+                rows.append(scores.masked_fill(~allowed, -1e30).softmax(-1))
+            mid = torch.stack(rows) * next(masks).to(query.dtype) * rescale
+            middle = [mid[r] @ torch.cat([v[s * block:(s + 1) * block] for s in index[h, r].tolist()])
+                      for r in range(blocks - 2)]
+            out[b, h] = torch.cat([context[:block], *middle, context[block:]])
+    return out * key_valid[:, None, :, None].to(out.dtype)
+
+
+@pytest.mark.parametrize("dropout_p", [0.0, 0.25])
+def test_block_sparse_cpu_kernel_matches_autograd_reference(monkeypatch, dropout_p: float) -> None:
+    """block_kernel's hand-written forward and backward vs autograd on the same plan, padding and
+    dropout masks (fp64, a padded row, repeated random blocks)."""
+    from bigbird_ft.attention import block_kernel
+    from bigbird_ft.attention.plan import hf_random_plan, key_block_table
+
+    batch, heads, length, dim, block, rand = 2, 2, 160, 8, 16, 2
+    plan = hf_random_plan(length, block, rand, heads, 0, 1024, True)
+    index, slot_valid = key_block_table(plan, length // block, torch.device("cpu"))
+    key_valid = torch.ones(batch, length, dtype=torch.bool)
+    key_valid[1, 100:] = False
+    torch.manual_seed(0)
+    qkv = [torch.randn(batch, length, heads * dim, dtype=torch.float64).view(batch, length, heads, dim)
+           .transpose(1, 2).requires_grad_() for _ in range(3)]
+    grad_out = torch.randn(batch, heads, length, dim, dtype=torch.float64)
+    recorded: list[torch.Tensor] = []
+    draw = block_kernel._keep
+
+    def recording(*args):
+        mask = draw(*args)
+        recorded.append(mask.clone())
+        return mask
+
+    monkeypatch.setattr(block_kernel, "_keep", recording)
+    out = block_kernel.block_sparse_core(*qkv, index, slot_valid, key_valid, block, dropout_p)
+    grads = torch.autograd.grad(out, qkv, grad_out)
+    if dropout_p:
+        assert len(recorded) == 2 * batch * heads and 0 < float(torch.cat([m.flatten() for m in recorded])
+                                                                 .float().mean()) < 1
+        rescale = block_kernel.dropout_threshold(dropout_p)[1]
+    else:
+        recorded = [torch.ones(1, dtype=torch.uint8)] * (2 * batch * heads)
+        rescale = 1.0
+    expected = reference_block_sparse(*qkv, index, slot_valid, key_valid, block, recorded, rescale)
+    expected_grads = torch.autograd.grad(expected, qkv, grad_out)
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-10)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
 
 
 def test_block_sparse_builds_no_n_by_n_tensor() -> None:

@@ -2,12 +2,13 @@
 
 Pattern (ITC): the first and last blocks are global (their queries attend every key, every query
 attends their keys), each middle query block attends a 3-block sliding window and r random
-blocks. Computed as two fused attention calls:
+blocks: for query block i the key blocks ``[0, i-1, i, i+1, random..., nb-1]``
+(``plan.key_block_table``), with a key mask for padding and the two duplicate window slots.
 
-* global rows: the 2 global query blocks against all N keys, (B, H, 2b, N) scores;
-* middle rows: for each query block 1 .. nb-2 the key/value blocks it needs,
-  ``[0, i-1, i, i+1, random..., nb-1]``, are gathered into (B, H*(nb-2), (5+r)*b, D) and one
-  batched SDPA call with a key mask (padding and the two duplicate window slots) does the rest.
+* CPU: ``block_kernel.py``, forward and backward by hand, one (batch, head) pair at a time
+  (a torch.library custom op, so ``model.compile=true`` keeps it whole);
+* accelerators: the key/value blocks of every middle query block are gathered into
+  (B, H*(nb-2), (5+r)*b, D) and one batched SDPA call (fused kernels, dropout included) does the rest.
 
 Both are O(N * (5+r) * b) in time and memory. HF's implementation builds the dense
 (B, H, N, N) attention-probability matrix on every call, which is what this backend avoids.
@@ -29,13 +30,12 @@ from torch import nn
 from transformers import BigBirdConfig
 
 from ..errors import UserError
-from .kernels import dropout_attention, mask_to_bias
+from .block_kernel import block_sparse_core
 from .patched import (
     AttentionContext,
     PatchedBackend,
     PatchedSelfAttention,
     dense_attention,
-    use_own_dropout_kernel,
 )
 from .plan import hf_random_plan, key_block_table, resampled_plan
 from .registry import register_backend
@@ -54,6 +54,10 @@ def block_sparse_attention(
     dropout_p: float,
 ) -> torch.Tensor:
     """(B, H, N, D) -> (B, H, N, D). ``index``/``slot_valid`` from ``plan.key_block_table``."""
+    if query.device.type == "cpu":
+        # one (batch, head) pair at a time, forward and backward by hand (block_kernel.py)
+        key_valid = None if ctx.all_valid else ctx.key_valid
+        return block_sparse_core(query, key, value, index, slot_valid, key_valid, block_size, dropout_p)
     batch, heads, length, dim = query.shape
     num_blocks = length // block_size
     rows = num_blocks - 2
@@ -63,8 +67,8 @@ def block_sparse_attention(
     global_query = torch.cat([query[:, :, :block_size], query[:, :, -block_size:]], dim=2)
     global_out = dense_attention(global_query, key, value, ctx, dropout_p)
 
-    # middle query blocks: gather the key/value blocks each one needs (index_select's backward
-    # is index_add, cheap on CPU and GPU)
+    # accelerators: gather the key/value blocks each middle query block needs and let one fused
+    # SDPA call (with dropout) do the rest; index_select's backward is index_add
     flat_index = (index + torch.arange(heads, device=index.device)[:, None, None] * num_blocks).reshape(-1)
 
     def blocks(tensor: torch.Tensor) -> torch.Tensor:
@@ -81,15 +85,9 @@ def block_sparse_attention(
         key_blocks = ctx.key_valid.view(batch, num_blocks, block_size)
         mask = key_blocks[:, index] & slot_mask  # (B, H, rows, slots, block)
         mask = mask.view(batch, heads * rows, 1, slots * block_size)
-    if use_own_dropout_kernel(query, dropout_p):
-        # gathers inside, and keeps only the un-gathered keys/values for backward
-        middle_out = dropout_attention(
-            middle_query, blocks(key), blocks(value), mask_to_bias(mask), dropout_p, index=flat_index
-        )
-    else:
-        middle_out = F.scaled_dot_product_attention(
-            middle_query, gather(key), gather(value), attn_mask=mask, dropout_p=dropout_p
-        )
+    middle_out = F.scaled_dot_product_attention(
+        middle_query, gather(key), gather(value), attn_mask=mask, dropout_p=dropout_p
+    )
     middle_out = middle_out.view(batch, heads, rows * block_size, dim)
 
     out = torch.cat([global_out[:, :, :block_size], middle_out, global_out[:, :, block_size:]], dim=2)

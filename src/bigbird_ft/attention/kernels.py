@@ -1,11 +1,11 @@
-"""Attention core with dropout that keeps only the inputs and a 1-byte dropout mask for backward.
+"""Dense attention core with dropout that keeps only the inputs and a 1-byte dropout mask for backward.
 
 PyTorch's fused SDPA kernels have no dropout on CPU; with ``dropout_p > 0`` SDPA falls back to
 its math kernel, which keeps the scores, the probabilities and the dropped probabilities (three
-fp32 tensors of the score size) for backward, and on a BigBird training step that is most of the
-attention memory. Here the forward keeps q, k, v (block-sparse: the un-gathered keys/values and
-the gather index), the additive mask and a bool keep-mask; backward recomputes the probabilities.
-The softmax always runs in fp32 (also under bf16 autocast).
+fp32 tensors of the score size) for backward. Here the forward keeps q, k, v, the additive mask and
+a bool keep-mask; backward recomputes the probabilities. The softmax always runs in fp32 (also
+under bf16 autocast). Used by ``sdpa`` (and by short batches of the sparse backends) on CPU; the
+block-sparse pattern has its own kernel (``block_kernel.py``).
 """
 
 from __future__ import annotations
@@ -24,24 +24,27 @@ def mask_to_bias(mask: torch.Tensor) -> torch.Tensor:
     return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(~mask, MASKED)
 
 
-def _gathered(blocks: torch.Tensor, index: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor:
-    if index is None:
-        return blocks
-    return blocks.index_select(1, index).view(shape)
+#: dropout draws 16-bit random lanes: p is rounded to a multiple of 1/65536, the rescale exact
+DROPOUT_LANES = 65536
+
+
+def dropout_threshold(dropout_p: float) -> tuple[int, float]:
+    """The int16 lane threshold (lane < threshold = dropped) and the keep rescale 1 / (1 - p')
+    of the rounded p', so the expectation is exact."""
+    dropped = round(dropout_p * DROPOUT_LANES)
+    return dropped - DROPOUT_LANES // 2, DROPOUT_LANES / (DROPOUT_LANES - dropped)
 
 
 def _drop_mask(shape: torch.Size, dropout_p: float, device: torch.device) -> tuple[torch.Tensor, float]:
-    """bool mask, True = dropped, and the keep rescale 1 / (1 - p).
+    """bool mask, True = dropped, and the keep rescale.
 
     16-bit random lanes of int64 draws (from torch's RNG, like nn.Dropout): on CPU half the cost
-    of ``bernoulli_``. p is rounded to a multiple of 1/65536 and the rescale uses that value, so
-    the expectation is exact.
+    of ``bernoulli_``.
     """
     numel = shape.numel()
     lanes = torch.randint(-(2**63), 2**63 - 1, ((numel + 3) // 4,), dtype=torch.int64, device=device)
-    threshold = round(dropout_p * 65536)
-    drop = lanes.view(torch.int16)[:numel].view(shape) < threshold - 32768
-    return drop, 65536 / (65536 - threshold)
+    threshold, rescale = dropout_threshold(dropout_p)
+    return lanes.view(torch.int16)[:numel].view(shape) < threshold, rescale
 
 
 def _probs(query: torch.Tensor, key: torch.Tensor, bias: torch.Tensor | None, scale: float) -> torch.Tensor:
@@ -66,11 +69,9 @@ def _flat_bias(bias: torch.Tensor | None, lead: torch.Size) -> torch.Tensor | No
 
 
 class _DropoutAttention(torch.autograd.Function):
-    """softmax(q k^T * scale + bias) with dropout, times v; keys/values optionally gathered.
+    """softmax(q k^T * scale + bias) with dropout, times v.
 
-    ``key``/``value``: ``(B, M, Lk, D)``, or with ``index`` the block tensors ``(B, K, b, D)``
-    from which ``index_select(1, index)`` gathers ``(B, M, Lk, D)``. ``bias``: fp32
-    ``(B or 1, M or 1, 1, Lk)``.
+    ``query (B, M, Lq, D)``, ``key``/``value (B, M, Lk, D)``, ``bias``: fp32 ``(B or 1, M or 1, 1, Lk)``.
     """
 
     @staticmethod
@@ -79,30 +80,25 @@ class _DropoutAttention(torch.autograd.Function):
         query: torch.Tensor,
         key: torch.Tensor,
         value: torch.Tensor,
-        index: torch.Tensor | None,
         bias: torch.Tensor | None,
         dropout_p: float,
     ) -> torch.Tensor:
-        shape = (*query.shape[:2], -1, query.shape[-1])
-        key_g = _flat(_gathered(key, index, shape))
-        value_g = _flat(_gathered(value, index, shape))
+        key_g, value_g = _flat(key), _flat(value)
         scale = query.shape[-1] ** -0.5
         flat_bias = _flat_bias(bias, query.shape[:-2])
         probs = _probs(_flat(query), key_g, flat_bias, scale)
         drop, rescale = _drop_mask(probs.shape, dropout_p, probs.device)
         probs.masked_fill_(drop, 0.0)
         out = torch.bmm(probs.to(value_g.dtype), value_g).mul_(rescale).view(query.shape)
-        ctx.save_for_backward(query, key, value, index, flat_bias, drop, out)
+        ctx.save_for_backward(query, key, value, flat_bias, drop, out)
         ctx.rescale = rescale
         ctx.scale = scale
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        query, key, value, index, flat_bias, drop, out = ctx.saved_tensors
-        shape = (*query.shape[:2], -1, query.shape[-1])
-        key_g = _flat(_gathered(key, index, shape))
-        value_g = _flat(_gathered(value, index, shape))
+        query, key, value, flat_bias, drop, out = ctx.saved_tensors
+        key_g, value_g = _flat(key), _flat(value)
         query_f = _flat(query)
         grad = _flat(grad_out.contiguous())
         probs = _probs(query_f, key_g, flat_bias, ctx.scale)
@@ -116,12 +112,7 @@ class _DropoutAttention(torch.autograd.Function):
         del kept, probs
         grad_query = torch.bmm(grad_scores, key_g).mul_(ctx.scale).view(query.shape)
         grad_key_g = torch.bmm(grad_scores.transpose(1, 2), query_f).mul_(ctx.scale)
-        if index is None:
-            return grad_query, grad_key_g.view(key.shape), grad_value_g.view(value.shape), None, None, None
-        flat = (query.shape[0], -1, *key.shape[2:])
-        grad_key = torch.zeros_like(key).index_add_(1, index, grad_key_g.reshape(flat))
-        grad_value = torch.zeros_like(value).index_add_(1, index, grad_value_g.reshape(flat))
-        return grad_query, grad_key, grad_value, None, None, None
+        return grad_query, grad_key_g.view(key.shape), grad_value_g.view(value.shape), None, None
 
 
 def dropout_attention(
@@ -130,11 +121,10 @@ def dropout_attention(
     value: torch.Tensor,
     bias: torch.Tensor | None,
     dropout_p: float,
-    index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention with dropout on the probabilities; see ``_DropoutAttention`` for the shapes."""
     with torch.autocast(device_type=query.device.type, enabled=False):
         dtype = torch.promote_types(query.dtype, key.dtype)
         return _DropoutAttention.apply(
-            query.to(dtype), key.to(dtype), value.to(dtype), index, bias, float(dropout_p)
+            query.to(dtype), key.to(dtype), value.to(dtype), bias, float(dropout_p)
         )

@@ -151,7 +151,8 @@ class PatchedBackend(AttentionBackend):
         valid = valid | empty
         return AttentionContext(
             key_valid=valid,
-            all_valid=bool(valid.all()),
+            # a data-dependent branch would break a torch.compile graph: compiled, always mask (same values)
+            all_valid=False if torch.compiler.is_compiling() else bool(valid.all()),
             sparse=input_ids.shape[1] > self.min_sparse_length(),
         )
 
