@@ -80,7 +80,7 @@ def _maxrss_mib() -> float:
 
 def run_one(
     backend_name: str, length: int, steps: int, device: str, dropout: float, preset: str = "small",
-    precision: str = "fp32", profile: bool = False,
+    precision: str = "fp32", profile: bool = False, hidden_act: str = "gelu_new",
 ) -> dict[str, Any]:
     """One configuration, in this process (the worker side)."""
     import contextlib
@@ -102,6 +102,7 @@ def run_one(
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout,
         pad_token_id=0,
+        hidden_act=hidden_act,
         **PRESETS[preset]["model"],
     )
     batch = PRESETS[preset]["batch"]
@@ -314,6 +315,8 @@ def run_subprocess(backend: str, length: int, args: argparse.Namespace) -> dict[
         args.preset,
         "--precision",
         args.precision,
+        "--hidden-act",
+        args.hidden_act,
         *(["--profile"] if args.profile else []),
     ]
     started = time.perf_counter()
@@ -453,6 +456,7 @@ def meta_for(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
         "preset": args.preset,
         "precision": args.precision,
         "dropout": args.dropout,
+        "hidden_act": args.hidden_act,
         "steps": args.steps,
         "warmup_steps": 1,
         "rounds": args.rounds,
@@ -482,6 +486,9 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.1, help="hidden and attention dropout")
     parser.add_argument("--preset", choices=list(PRESETS), default="small", help="model size (see PRESETS)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast")
+    parser.add_argument("--hidden-act", default="gelu_new",
+                        help="every backend's FFN activation: gelu_new (HF BigBird's, default) or "
+                             "gelu_pytorch_tanh (what bigbird_ft builds: the same function, fused)")
     parser.add_argument(
         "--hf-full-max", type=int, default=HF_FULL_DEFAULT_MAX, help="skip hf_full above this length"
     )
@@ -501,7 +508,7 @@ def main() -> None:
 
     if args.worker:
         print(json.dumps(run_one(args.backends[0], args.lengths[0], args.steps, args.device, args.dropout,
-                                 args.preset, args.precision, args.profile)))
+                                 args.preset, args.precision, args.profile, args.hidden_act)))
         return
 
     import torch

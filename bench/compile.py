@@ -36,12 +36,14 @@ def network(backend: str, args: argparse.Namespace, compiled: bool) -> torch.nn.
                "max_position_embeddings": args.length, "block_size": args.block, "num_random_blocks": 3,
                "attention_type": "block_sparse" if "sparse" in backend else "original_full",
                "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
-    return build_model({"compile": compiled}, {"name": backend}, {"name": "cls"}, encoder, 2)
+    return build_model({"compile": compiled}, {"name": backend}, {"name": "cls"}, encoder, 2).to(args.device)
 
 
-def timed(fn) -> float:
+def timed(fn, device: str = "cpu") -> float:
     started = time.perf_counter()
     fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     return time.perf_counter() - started
 
 
@@ -49,9 +51,9 @@ def measure(backend: str, args: argparse.Namespace, compiled: bool) -> dict:
     net = network(backend, args, compiled)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(1)
-    ids = torch.randint(5, 8000, (args.batch, args.length), generator=generator)
+    ids = torch.randint(5, 8000, (args.batch, args.length), generator=generator).to(args.device)
     mask = torch.ones_like(ids)
-    labels = torch.tensor([0, 1] * (args.batch // 2) + [0] * (args.batch % 2))
+    labels = torch.tensor([0, 1] * (args.batch // 2) + [0] * (args.batch % 2)).to(args.device)
 
     def train_step() -> None:
         net.train()
@@ -64,9 +66,9 @@ def measure(backend: str, args: argparse.Namespace, compiled: bool) -> dict:
         with torch.no_grad():
             net(ids, mask)
 
-    first_train, first_eval = timed(train_step), timed(eval_forward)
-    train_s = statistics.median(timed(train_step) for _ in range(args.steps))
-    eval_s = statistics.median(timed(eval_forward) for _ in range(args.steps))
+    first_train, first_eval = timed(train_step, args.device), timed(eval_forward, args.device)
+    train_s = statistics.median(timed(train_step, args.device) for _ in range(args.steps))
+    eval_s = statistics.median(timed(eval_forward, args.device) for _ in range(args.steps))
     return {"train_step_s": round(train_s, 4), "eval_forward_s": round(eval_s, 4),
             "first_train_step_s": round(first_train, 2), "first_eval_forward_s": round(first_eval, 2)}
 
@@ -80,6 +82,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--block", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS / "compile.json")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
@@ -99,6 +102,7 @@ def main() -> None:
     result = {
         "command": "PYTHONPATH=src python bench/compile.py " + " ".join(sys.argv[1:]),
         "shape": {k: getattr(args, k) for k in ("hidden", "layers", "batch", "block", "length")},
+        "device": args.device,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "threads": torch.get_num_threads()},
         "goal": f"compiled training step >= {GOAL}x eager",

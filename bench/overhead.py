@@ -52,7 +52,7 @@ def compose(args: argparse.Namespace, workdir: Path):
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose(config_name="train", overrides=[
-            "attention=hf_block_sparse", "head=cls", f"data.max_length={args.length}",
+            f"attention={args.attention}", "head=cls", f"data.max_length={args.length}",
             f"data.batch_size={args.batch_size}", f"paths.output_dir={workdir}",
             f"+trainer.max_steps={args.steps}", "+trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
             "+trainer.enable_checkpointing=false", f"trainer.accelerator={args.device}", "callbacks.model_checkpoint=null",
@@ -216,6 +216,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "overhead.json")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                        help="a subset (bench/gpu.py times ours alone at the base shape)")
+    parser.add_argument("--attention", default="hf_block_sparse",
+                        help="the backend of ours and plain_ours (the stock model always runs HF's)")
     parser.add_argument("--ours-overrides", nargs="*", default=[],
                         help="extra Hydra overrides for ours (e.g. callbacks.rich_progress_bar=null to profile)")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -225,12 +229,12 @@ def main() -> None:
         return
 
     passthrough = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--length", str(args.length),
-                   "--batch-size", str(args.batch_size), "--device", args.device,
+                   "--batch-size", str(args.batch_size), "--device", args.device, "--attention", args.attention,
                    "--ours-overrides", *args.ours_overrides]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT / "src")}
-    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
     for round_index in range(args.rounds):
-        for variant in VARIANTS:
+        for variant in args.variants:
             out = subprocess.run([sys.executable, __file__, *passthrough, "--child", variant], env=env, cwd=ROOT,
                                  capture_output=True, text=True)
             if out.returncode != 0:
@@ -248,20 +252,23 @@ def main() -> None:
             "peak_rss_mib": round(statistics.median(r["peak_rss_mib"] for r in results), 1),
             "rss_before_train_mib": round(statistics.median(r["rss_before_train_mib"] for r in results), 1),
             "peak_gpu_mib": results[0]["peak_gpu_mib"],
+            "tokens_per_s": round(args.batch_size * args.length
+                                  / statistics.median(r["step_s_mean"] for r in results), 1),
         }
     # paired: each ratio is taken within a round (the variants ran back to back), then the median
     # over rounds; the machine's speed drifts between rounds more than the variants differ
     def paired(a: str, b: str, key: str = "step_s_mean") -> list[float]:
         return [x[key] / y[key] for x, y in zip(runs[a], runs[b], strict=True)]
 
-    pairs = {
-        "ours / plain_ours (time)": paired("ours", "plain_ours"),
-        "ours / hf_trainer (time)": paired("ours", "hf_trainer"),
-        "hf_trainer / plain_hf (time)": paired("hf_trainer", "plain_hf"),
-        "plain_ours / plain_hf (time)": paired("plain_ours", "plain_hf"),
-        "ours / plain_ours (peak RSS)": paired("ours", "plain_ours", "peak_rss_mib"),
-        "ours / hf_trainer (peak RSS)": paired("ours", "hf_trainer", "peak_rss_mib"),
+    wanted = {
+        "ours / plain_ours (time)": ("ours", "plain_ours", "step_s_mean"),
+        "ours / hf_trainer (time)": ("ours", "hf_trainer", "step_s_mean"),
+        "hf_trainer / plain_hf (time)": ("hf_trainer", "plain_hf", "step_s_mean"),
+        "plain_ours / plain_hf (time)": ("plain_ours", "plain_hf", "step_s_mean"),
+        "ours / plain_ours (peak RSS)": ("ours", "plain_ours", "peak_rss_mib"),
+        "ours / hf_trainer (peak RSS)": ("ours", "hf_trainer", "peak_rss_mib"),
     }
+    pairs = {name: paired(a, b, key) for name, (a, b, key) in wanted.items() if a in runs and b in runs}
     ratios = {key: statistics.median(values) for key, values in pairs.items()}
     report = {
         "command": " ".join(["python bench/overhead.py", *sys.argv[1:]]),
@@ -269,8 +276,9 @@ def main() -> None:
                    f"{torch.get_num_threads()} threads",
         "load_average_at_start": os.getloadavg()[0],
         "setup": {"length": args.length, "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
-                  "rounds": args.rounds, "device": args.device, "model": "bigbird_tiny (hidden 64, 2 layers)",
-                  "attention": "hf_block_sparse", "head": "cls"},
+                  "rounds": args.rounds, "device": args.device,
+                  "model": " ".join(args.ours_overrides) or "bigbird_tiny (hidden 64, 2 layers)",
+                  "attention": args.attention, "head": "cls"},
         "variants": summary,
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
         "ratios_per_round": {k: [round(v, 3) for v in values] for k, values in pairs.items()},

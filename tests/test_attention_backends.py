@@ -474,3 +474,31 @@ def test_block_sparse_matches_hf_long(length: int, training: bool) -> None:
     diff, grad_diff = compare(ref, ours, backend, length, training=training, batch=2)
     assert diff <= TOL
     assert grad_diff <= 1e-4
+
+
+def test_encoder_config_fuses_gelu_new_and_keeps_the_function() -> None:
+    """make_encoder_config swaps HF's 5-op gelu_new for the fused gelu_pytorch_tanh (same tanh
+    approximation): same hidden states, and any other activation is left alone."""
+    from bigbird_ft.encoder import make_encoder_config
+
+    class Vocab:
+        pad_token_id, cls_token_id, sep_token_id = 0, 2, 3
+
+        def __len__(self) -> int:
+            return 100
+
+    model_cfg = {"pretrained": None, "block_size": BLOCK, "num_random_blocks": RAND,
+                 "config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                            "intermediate_size": 64}}
+    assert make_encoder_config(model_cfg, Vocab(), "original_full")["hidden_act"] == "gelu_pytorch_tanh"
+    exact = {**model_cfg, "config": {**model_cfg["config"], "hidden_act": "gelu"}}
+    assert make_encoder_config(exact, Vocab(), "original_full")["hidden_act"] == "gelu"
+    ref, ours, backend = make_pair("original_full", "block_sparse")
+    fused, _, _ = make_pair("original_full", "block_sparse", config={"hidden_act": "gelu_pytorch_tanh"})
+    fused.load_state_dict(ref.state_dict())
+    ids, mask = make_batch(512)
+    with torch.no_grad():
+        expected = ref(input_ids=ids, attention_mask=mask).last_hidden_state
+        got = fused(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert ref.config.hidden_act == "gelu_new"
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

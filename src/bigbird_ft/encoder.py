@@ -22,6 +22,11 @@ from .convert import (
 )
 
 DEFAULT_CONVERTED_LENGTH = 4096
+#: HF's gelu_new (BigBird's default activation) is five elementwise ops with their temporaries;
+#: gelu_pytorch_tanh is the same tanh approximation in one fused kernel (transformers' own name
+#: for it). Measured at hidden 256 x 4 layers, n = 4,096, CPU: a training step 2.12 -> 1.63 s and
+#: its peak memory 1,154 -> 725 MiB (bench/results/attention_fused_gelu.json)
+FUSED_ACTIVATIONS = {"gelu_new": "gelu_pytorch_tanh"}
 
 
 def make_encoder_config(
@@ -54,6 +59,8 @@ def make_encoder_config(
             sep_token_id=tokenizer.sep_token_id,
         )
     values.update(overrides)
+    act = values.get("hidden_act", BigBirdConfig().hidden_act)
+    values["hidden_act"] = FUSED_ACTIVATIONS.get(act, act)
     for key in ("architectures", "id2label", "label2id", "_name_or_path", "transformers_version"):
         values.pop(key, None)
     return values
