@@ -179,3 +179,31 @@ def test_compile_bench_reports_speedup_and_compile_time(tmp_path):
     assert row["train_speedup"] == pytest.approx(
         row["eager"]["train_step_s"] / row["compiled"]["train_step_s"], rel=1e-2)
     assert row["compiled"]["first_train_step_s"] > row["compiled"]["train_step_s"]
+
+
+@pytest.mark.slow
+def test_gpu_bench_dry_run_fills_every_part(tmp_path):
+    """bench/gpu.py --dry-run: the script a lent GPU runs, end to end on CPU at tiny shapes."""
+    out = tmp_path / "gpu.json"
+    result = run_bench("gpu.py", ["--dry-run", "--budget", "400", "--out", str(out)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert report["dry_run"] is True and report["total_s"] <= 400
+    parts = report["parts"]
+    assert set(parts) == {"attention", "train_tokens_per_s", "overhead", "compile"}
+    for row in parts["attention"]["results"]:
+        assert row["median_s"] > 0 and 0 < row["roofline_fraction"] < 1.5, row
+    for row in parts["train_tokens_per_s"]["results"].values():
+        assert row["tokens_per_s"] > 0, row
+    assert parts["overhead"]["result"]["ratios"]["ours / hf_trainer (time)"] > 0
+    assert parts["compile"]["result"]["backends"]["block_sparse"]["train_speedup"] > 0
+
+
+def test_gpu_bench_refuses_without_cuda_unless_dry_run(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the real run would start")
+    result = run_bench("gpu.py", ["--out", str(tmp_path / "gpu.json")], timeout=120)
+    assert result.returncode != 0 and "--dry-run" in result.stderr
+    assert not (tmp_path / "gpu.json").exists()
