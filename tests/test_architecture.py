@@ -10,7 +10,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "bigbird_ft"
-PROBLEM_TYPE_NAMES = re.compile(r"\"(single_label_classification|multi_label_classification|regression)\"|"
+PROBLEM_TYPE_NAMES = re.compile(r"\"(single_label_classification|multi_label_classification|regression|"
+                                r"token_classification)\"|"
                                 r"problem_type\s*(==|!=|in)\s")
 
 

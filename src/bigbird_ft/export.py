@@ -13,13 +13,19 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import BigBirdConfig, BigBirdForSequenceClassification
+import transformers
+from transformers import BigBirdConfig
 
 from .errors import UserError
 from .factory import build_classifier, load_classifier
+from .heads import head_class
 from .io_utils import atomic_dir
 from .module import BigBirdClassifier
-from .tasks import DEFAULT_TASK
+from .tasks import default_task
+
+#: a stock architecture in ``hf_model/config.json`` -> the head (and MLP depth) with its layout
+STOCK_HEADS = {"BigBirdForSequenceClassification": {"name": "cls", "mlp_layers": 1},
+               "BigBirdForTokenClassification": {"name": "token", "mlp_layers": 0}}
 
 
 def export_config(module: BigBirdClassifier) -> BigBirdConfig:
@@ -28,19 +34,15 @@ def export_config(module: BigBirdClassifier) -> BigBirdConfig:
     config.id2label = dict(module.id2label)
     config.label2id = module.label2id
     config.num_labels = module.num_labels
-    config.problem_type = module.problem_type
-    config.architectures = ["BigBirdForSequenceClassification"]
+    config.problem_type = module.task.hf_problem_type()
+    layout = module.head.stock_layout()
+    config.architectures = [layout[0] if layout else "BigBirdModel"]
     return config
 
 
 def is_stock_exportable(module: BigBirdClassifier) -> bool:
-    mlp = module.head.mlp
-    return (
-        module.head.name == "cls"
-        and mlp.dense is not None
-        and len(mlp.extra_dense) == 0
-        and mlp.dense.out_features == mlp.dense.in_features
-    )
+    """The head has the layout of a stock transformers class (``Head.stock_layout``)."""
+    return module.head.stock_layout() is not None
 
 
 def folded_head_state(module: BigBirdClassifier) -> dict[str, torch.Tensor]:
@@ -57,11 +59,9 @@ def folded_head_state(module: BigBirdClassifier) -> dict[str, torch.Tensor]:
 
 
 def stock_state_dict(module: BigBirdClassifier) -> dict[str, torch.Tensor]:
+    _, names = module.head.stock_layout()
     state = {f"bert.{k}": v for k, v in module.encoder.state_dict().items()}
-    head = folded_head_state(module)
-    for name in ("dense", "out_proj"):
-        state[f"classifier.{name}.weight"] = head[f"mlp.{name}.weight"]
-        state[f"classifier.{name}.bias"] = head[f"mlp.{name}.bias"]
+    state.update({names[k]: v for k, v in folded_head_state(module).items()})
     return state
 
 
@@ -72,8 +72,8 @@ def check_onnx_length(module: BigBirdClassifier, config: BigBirdConfig, length: 
     min_sparse_length (HF's own switch), so it matches there and not beyond.
     """
     if not is_stock_exportable(module):
-        raise UserError(f"ONNX export needs the stock head (head=cls, head.mlp_layers=1), this model has "
-                        f"head={module.head.name}: drop onnx_length")
+        raise UserError(f"ONNX export needs a stock head (head=cls with head.mlp_layers=1, or head=token with "
+                        f"head.mlp_layers=0), this model has head={module.head.name}: drop onnx_length")
     if not 0 < length <= config.max_position_embeddings:
         raise UserError(f"onnx_length={length} must be in 1..{config.max_position_embeddings} "
                         "(max_position_embeddings): fix onnx_length")
@@ -84,7 +84,7 @@ def check_onnx_length(module: BigBirdClassifier, config: BigBirdConfig, length: 
                         "or train with attention=hf_full|sdpa")
 
 
-def write_onnx(hf_dir: Path, length: int, target: Path) -> None:
+def write_onnx(hf_dir: Path, length: int, target: Path, architecture: str) -> None:
     """Trace the saved stock model with full attention; inputs are [batch, length] int64."""
     try:
         import onnx  # noqa: F401
@@ -94,7 +94,7 @@ def write_onnx(hf_dir: Path, length: int, target: Path) -> None:
                         "pip install -e '.[onnx]', or drop onnx_length") from err
     # HF's block-sparse path draws its random blocks with NumPy, which cannot be traced; within
     # check_onnx_length's limit full attention gives the same outputs.
-    model = BigBirdForSequenceClassification.from_pretrained(hf_dir, attention_type="original_full").eval()
+    model = getattr(transformers, architecture).from_pretrained(hf_dir, attention_type="original_full").eval()
     # Two distinct example tensors: given one tensor for both inputs, the exporter aliases them and
     # the graph reads input_ids as the mask (measured: logits off by 0.3).
     input_ids = torch.randint(0, model.config.vocab_size, (2, length), generator=torch.Generator().manual_seed(0))
@@ -116,7 +116,7 @@ def export_hf_model(module: BigBirdClassifier, out_dir: str | Path, onnx_length:
         check_onnx_length(module, config, onnx_length)
     with atomic_dir(out_dir) as tmp:
         if is_stock_exportable(module):
-            model = BigBirdForSequenceClassification(config)
+            model = getattr(transformers, config.architectures[0])(config)
             missing, unexpected = model.load_state_dict(stock_state_dict(module), strict=False)
             # the stock model always has a pooler; ours has none unless head=pooler
             if unexpected or any(not k.startswith("bert.pooler.") for k in missing):
@@ -135,7 +135,7 @@ def export_hf_model(module: BigBirdClassifier, out_dir: str | Path, onnx_length:
         if module.tokenizer is not None:
             module.tokenizer.save_pretrained(tmp)
         if onnx_length is not None:
-            write_onnx(tmp, onnx_length, tmp / "model.onnx")
+            write_onnx(tmp, onnx_length, tmp / "model.onnx", config.architectures[0])
     return out_dir
 
 
@@ -148,10 +148,11 @@ def load_exported(path: str | Path) -> BigBirdClassifier:
     config = BigBirdConfig.from_pretrained(path)
     head_file = path / "bigbird_ft_head.json"
     stock = not head_file.exists()
+    architecture = (config.architectures or ["BigBirdForSequenceClassification"])[0]
     if stock:
-        head = {"name": "cls", "mlp_layers": 1, "mlp_hidden_size": None, "activation": config.hidden_act,
-                "dropout": config.classifier_dropout if config.classifier_dropout is not None
-                else config.hidden_dropout_prob}
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        head = {**STOCK_HEADS[architecture], "mlp_hidden_size": None, "activation": config.hidden_act,
+                "dropout": dropout}
     else:
         spec = json.loads(head_file.read_text())
         head = {"name": spec["name"], **spec["options"]}
@@ -164,12 +165,13 @@ def load_exported(path: str | Path) -> BigBirdClassifier:
         head=head,
         id2label={int(k): v for k, v in config.id2label.items()},
         encoder_config=encoder_config,
-        problem_type=config.problem_type or DEFAULT_TASK,
+        problem_type=config.problem_type or default_task(head_class(head["name"]).per_token),
     )
     state = load_file(str(path / "model.safetensors"))
     if stock:
         encoder_state = {k[len("bert."):]: v for k, v in state.items() if k.startswith("bert.")}
-        head_state = {f"mlp.{k[len('classifier.'):]}": v for k, v in state.items() if k.startswith("classifier.")}
+        ours = {theirs: name for name, theirs in module.head.stock_layout()[1].items()}
+        head_state = {ours[k]: v for k, v in state.items() if k.startswith("classifier.")}
     else:
         encoder_state = state
         head_state = torch.load(path / "head.pt", map_location="cpu", weights_only=True)

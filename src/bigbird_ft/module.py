@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from .attention.base import AttentionBackend
 from .callbacks import ExactResume, FreezeEncoder, token_throughput
 from .errors import UserError
+from .heads import head_class
 from .heads.base import Head
 from .model import build_model
 from .optim import build_optimizer, optimizer_config
@@ -57,6 +58,7 @@ class BigBirdClassifier(L.LightningModule):
         self.task = task_for(problem_type)
         self.id2label = {int(k): str(v) for k, v in id2label.items()}
         self.task.check_labels(self.id2label)
+        self.task.check_head(head_class(head["name"]))
         self.model = build_model(model, attention, head, encoder_config, self.num_labels, init_weights_from)
         self.label_smoothing = float(optim.get("label_smoothing", 0.0) or 0.0)
         self.threshold = 0.5 if model.get("threshold") is None else float(model["threshold"])
@@ -64,7 +66,7 @@ class BigBirdClassifier(L.LightningModule):
         self.register_buffer("loss_weights", self.task.loss_weights(model, self.id2label), persistent=False)
         self.tokenizer: PreTrainedTokenizerBase | None = None
 
-        metrics = self.task.metrics(self.num_labels, self.threshold)
+        metrics = self.task.metrics(self.num_labels, self.threshold, self.id2label)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -138,7 +140,7 @@ class BigBirdClassifier(L.LightningModule):
         loss, logits = self._step(batch)
         getattr(self, f"{stage}_loss").update(loss, weight=len(batch["labels"]))
         preds = self.outputs(logits)
-        getattr(self, f"{stage}_metrics").update(preds, self.task.metric_targets(batch["labels"]))
+        self.task.update_metrics(getattr(self, f"{stage}_metrics"), preds, batch)
         confusion = getattr(self, f"{stage}_confusion")
         if confusion is not None:
             confusion.update(preds, batch["labels"])
@@ -182,8 +184,7 @@ class BigBirdClassifier(L.LightningModule):
         self._eval_epoch_end("test")
 
     def predict_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        logits = self(batch["input_ids"], batch["attention_mask"]).float()
-        return {"row": batch["row"], "logits": logits, "probs": self.outputs(logits)}
+        return self.task.predict_outputs(self(batch["input_ids"], batch["attention_mask"]).float(), batch)
 
     # ------------------------------------------------------------- training
     def build_optimizer(self) -> torch.optim.AdamW:

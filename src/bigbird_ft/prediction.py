@@ -119,13 +119,21 @@ def predict(cfg: DictConfig) -> Path:
     # weights_only: a checkpoint may come from anywhere; ours holds only tensors and primitives
     module = load_classifier(checkpoint)
     module.eval()
+    data_hp = module.hparams.data or {}
+    # windows over long documents share this many tokens: set here or handed on from training
+    stride = int(cfg.chunk_stride if cfg.get("chunk_stride") is not None else data_hp.get("chunk_stride", 128))
+    if module.task.per_token:
+        if evidence_k is not None:
+            raise UserError("evidence explains document labels; this model tags words: drop evidence/evidence_html")
+        from .tagging import tag_documents
+
+        return tag_documents(cfg, module, frame, output, stride)
     on_cpu = cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not torch.cuda.is_available())
     if evidence_k is not None:
         evidence_method = resolve_method(module, cfg.get("evidence_method", "auto"))
     if evidence_k is not None and evidence_method == "gradient" and on_cpu and not module.backend.supports_cpu_training:
         raise UserError(f"evidence needs a backward pass, which attention={module.backend.name} lacks on CPU: "
                         "predict on a GPU (accelerator=gpu) or drop evidence")
-    data_hp = module.hparams.data or {}
     columns = cfg.get("text_column") or data_hp.get("text_column", "text")
     columns = [columns] if isinstance(columns, str) else list(OmegaConf.to_container(columns) if
                                                                   OmegaConf.is_config(columns) else columns)
@@ -144,7 +152,7 @@ def predict(cfg: DictConfig) -> Path:
         raise UserError(f"{len(empty)} empty texts in {cfg.input} (rows {empty[:5]}); remove them from input")
 
     max_length = int(cfg.get("max_length") or data_hp.get("max_length", 4096))
-    features = encode_documents(texts, module, max_length, cfg.long_docs, int(cfg.chunk_stride))
+    features = encode_documents(texts, module, max_length, cfg.long_docs, stride)
     # sorted by length so each batch pads little; rows are restored to input order below
     features.sort(key=lambda f: len(f["input_ids"]))
     batch_size = int(cfg.get("batch_size") or data_hp.get("eval_batch_size", 8))
@@ -171,7 +179,7 @@ def predict(cfg: DictConfig) -> Path:
         # Lightning hands the model back on the CPU after predict; the backward pass runs where predict ran
         module.to("cpu" if on_cpu else "cuda")
         evidence = explain(module, texts, evidence_k, evidence_window, max_length, cfg.long_docs,
-                           int(cfg.chunk_stride), cfg.chunk_aggregation, evidence_method)
+                           stride, cfg.chunk_aggregation, evidence_method)
     write_predictions(frame, doc_logits, module, cfg, output, evidence, evidence_html, texts)
     return output
 

@@ -133,6 +133,9 @@ def build_module(cfg: DictConfig, datamodule: TextClassificationDataModule) -> B
             "text_column": container(cfg.data).get("text_column", "text"),
             "text_separator": datamodule.text_separator,
             "eval_batch_size": datamodule.eval_batch_size,
+            "tokens_column": datamodule.tokens_column,
+            "tags_column": datamodule.tags_column,
+            "chunk_stride": datamodule.chunk_stride,
         },
     )
 
@@ -166,6 +169,10 @@ def route_lightning_logs_to_hydra() -> None:
 def train(cfg: DictConfig) -> float | None:
     started = time.perf_counter()
     route_lightning_logs_to_hydra()
+    if cfg.get("task") is not None:  # task=mlm: continued pretraining instead of fine-tuning
+        from .mlm import pretrain
+
+        return pretrain(cfg)
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(int(cfg.seed), workers=True)
 

@@ -19,9 +19,9 @@ from transformers import PreTrainedTokenizerBase
 
 from ..errors import UserError
 from ..tasks import Task, infer_task, task_for
+from ..tasks.base import document_columns
 from .collate import BlockPaddingCollator
 from .sampler import LengthBucketBatchSampler, ResumableLoader, rank_sampler
-from .validation import check_rows
 
 datasets.disable_progress_bars()
 log = logging.getLogger(__name__)
@@ -45,8 +45,19 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def decode_class_labels(ds: datasets.Dataset, column: str) -> datasets.Dataset:
-    """Integer ClassLabel columns (as hub datasets and class_encode_column store them) become their names."""
+    """Integer ClassLabel columns (as hub datasets and class_encode_column store them) become their
+    names; so do lists of them (a hub NER dataset's ``ner_tags``)."""
     feature = ds.features.get(column)
+    inner = getattr(feature, "feature", None)
+    if isinstance(feature, datasets.List | datasets.Sequence) and isinstance(inner, datasets.ClassLabel):
+        names = inner.names
+
+        def decode_lists(batch: dict[str, list]) -> dict[str, list]:
+            return {column: [[names[i] for i in row] if row is not None else None for row in batch[column]]}
+
+        return ds.cast_column(column, datasets.List(datasets.Value("int64"))).map(
+            decode_lists, batched=True, features=datasets.Features({**ds.features, column: datasets.List(
+                datasets.Value("string"))}))
     if not isinstance(feature, datasets.ClassLabel):
         return ds
     names = feature.names
@@ -86,6 +97,9 @@ class TextClassificationDataModule(L.LightningDataModule):
         label_separator: str | None = None,
         problem_type: str | None = None,
         drop_empty: bool = False,
+        tokens_column: str = "tokens",
+        tags_column: str = "ner_tags",
+        chunk_stride: int = 128,
     ) -> None:
         super().__init__()
         self.max_length = int(max_length)
@@ -103,6 +117,10 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.text_separator = text_separator
         self.cache_dir = Path(cache_dir)
         self.drop_empty = bool(drop_empty)  # empty texts: an error, or dropped with a count when true
+        # token classification: the word and tag lists, and the overlap of windows over a long document
+        self.tokens_column = tokens_column
+        self.tags_column = tags_column
+        self.chunk_stride = int(chunk_stride)
         self.raw: datasets.DatasetDict | None = None
         self.tokenized: datasets.DatasetDict | None = None
         self.tokenizer: PreTrainedTokenizerBase | None = None
@@ -125,36 +143,37 @@ class TextClassificationDataModule(L.LightningDataModule):
         raw = self.load_splits()
         if "train" not in raw:
             raise UserError(f"{self.describe_source()} has no train split; set data.train_file")
+        # a document task may still be inferred below; it reads the same columns as any document task
+        columns = self.task.input_columns(self) if self.task is not None else document_columns(self)
         for split, ds in raw.items():
-            missing = [c for c in [*self.text_columns, self.label_column] if c not in ds.column_names]
+            missing = [(c, key) for c, key in columns if c not in ds.column_names]
             if missing:
-                key = "data.text_column" if missing[0] in self.text_columns else "data.label_column"
+                column, key = missing[0]
                 raise UserError(
-                    f"column '{missing[0]}' not in the {split} split of {self.describe_source()} "
+                    f"column '{column}' not in the {split} split of {self.describe_source()} "
                     f"(columns: {', '.join(ds.column_names)}); set {key}"
                 )
+            if self.task is not None and self.task.per_token:
+                raw[split] = decode_class_labels(ds, self.tags_column)
         raw = datasets.DatasetDict({split: self._check_rows(split, ds) for split, ds in raw.items()})
-        columns, separator, label_column = self.text_columns, self.text_separator, self.label_column
         if self.task is None:
             train = raw["train"]
-            self.task = infer_task(train.features[label_column], train[label_column], self.label_separator)
+            self.task = infer_task(train.features[self.label_column], train[self.label_column], self.label_separator)
             rank_zero_info(f"model.problem_type inferred from the training labels: {self.task.name}")
         task = self.task
-        to_label = task.normaliser(self.describe_source(), self.label_separator)
-
-        def normalise(example: dict[str, Any]) -> dict[str, Any]:
-            return {"text": join_text_columns(example, columns, separator), "label": to_label(example[label_column])}
+        normalise = task.row_normaliser(self)
+        written = task.row_features()
 
         def output_features(ds: datasets.Dataset) -> datasets.Features:
             # explicit, so a batch of only empty label lists cannot be typed as list<null>
-            kept = {k: v for k, v in ds.features.items() if k not in ("text", "label")}
-            return datasets.Features({**kept, "text": datasets.Value("string"), "label": task.label_feature()})
+            kept = {k: v for k, v in ds.features.items() if k not in written}
+            return datasets.Features({**kept, **written})
 
         raw = datasets.DatasetDict(
             {
                 split: ds.map(
                     normalise,
-                    remove_columns=[c for c in ds.column_names if c in ("text", "label")],
+                    remove_columns=[c for c in ds.column_names if c in written],
                     features=output_features(ds),
                 )
                 for split, ds in raw.items()
@@ -176,9 +195,9 @@ class TextClassificationDataModule(L.LightningDataModule):
         return parts["train"], parts["test"]
 
     def _check_rows(self, split: str, ds: datasets.Dataset) -> datasets.Dataset:
-        """Missing labels and empty texts end the run with their row numbers (see validation.py)."""
-        return check_rows(ds, split, self.describe_source(), self.text_columns, self.label_column, self.drop_empty,
-                          blank_is_label=self.label_separator is not None)
+        """Bad rows end the run with their row numbers: the task knows what its rows hold (before a
+        task is inferred: a document task's checks, missing labels and empty texts)."""
+        return (self.task or Task()).check_rows(ds, split, self.describe_source(), self)
 
     def _stratified_split(self, train: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:
         """Seeded validation split of train that keeps the class proportions."""
@@ -240,22 +259,14 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.prepare_raw()
         tokenizer, max_length, label2id = self.tokenizer, self.max_length, self.label2id
         tok_key = tokenizer_fingerprint(tokenizer)
-        encode_label = self.task.label_encoder(label2id)
+        encode = self.task.batch_encoder(tokenizer, max_length, label2id, self.chunk_stride)
         started = time.perf_counter()
-
-        def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-            enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
-            return {
-                "input_ids": enc["input_ids"],
-                "labels": [encode_label(label) for label in batch["label"]],
-                "row": indices,
-                "length": [len(ids) for ids in enc["input_ids"]],
-            }
 
         tokenized = {}
         for split, ds in self.raw.items():
             fingerprint = hashlib.sha1(
-                f"{ds._fingerprint}|{tok_key}|{max_length}|{sorted(label2id.items())}|{self.problem_type}".encode()
+                f"{ds._fingerprint}|{tok_key}|{max_length}|{sorted(label2id.items())}|{self.problem_type}"
+                f"{'|' + str(self.chunk_stride) if self.task.per_token else ''}".encode()
             ).hexdigest()[:16]
             tokenized[split] = ds.map(
                 encode,
@@ -276,7 +287,7 @@ class TextClassificationDataModule(L.LightningDataModule):
     def collator(self) -> BlockPaddingCollator:
         if self.pad_to_multiple_of is None:
             raise RuntimeError("connect() (or data.pad_to_multiple_of) must set the padding multiple first")
-        return BlockPaddingCollator(self.tokenizer, self.pad_to_multiple_of)
+        return BlockPaddingCollator(self.tokenizer, self.pad_to_multiple_of, self.task.stack_labels)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.tokenized[split]

@@ -19,6 +19,7 @@ from ..errors import UserError
 from ..io_utils import atomic_dir
 from .datamodule import TextClassificationDataModule, decode_class_labels, stratified_split
 from .synthetic import SyntheticSpec, generate
+from .synthetic_ner import NerSpec, generate_ner
 from .validation import check_file
 
 FILE_LOADERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -49,6 +50,32 @@ class SyntheticDataModule(TextClassificationDataModule):
         return datasets.load_dataset(
             "json",
             data_files={split: str(path) for split, path in paths.items()},
+            cache_dir=str(self.cache_dir / "datasets"),
+        )
+
+
+class SyntheticNerDataModule(TextClassificationDataModule):
+    """A generated long-range tagging task (synthetic_ner.py) cached under ``generated_dir``."""
+
+    def __init__(self, generated_dir: str = "data/generated", spec: dict[str, Any] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        known = {f.name for f in fields(NerSpec)}
+        spec = dict(spec or {})
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise UserError(f"unknown data.spec keys {unknown}; known: {sorted(known)}")
+        if "types" in spec:
+            spec["types"] = tuple(spec["types"])
+        self.spec = NerSpec(**spec)
+        self.generated_dir = Path(generated_dir)
+
+    def describe_source(self) -> str:
+        return f"data=synthetic_ner ({self.generated_dir}/ner-{self.spec.key()})"
+
+    def load_splits(self) -> datasets.DatasetDict:
+        paths = generate_ner(self.spec, self.generated_dir)
+        return datasets.load_dataset(
+            "json", data_files={split: str(path) for split, path in paths.items()},
             cache_dir=str(self.cache_dir / "datasets"),
         )
 

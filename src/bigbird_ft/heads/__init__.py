@@ -1,6 +1,6 @@
 """Classification heads: importing this package registers every head module."""
 
-from . import attention, cls, max, mean, pooler  # noqa: F401  (registration side effects)
+from . import attention, cls, max, mean, pooler, token  # noqa: F401  (registration side effects)
 from .base import ClassifierMLP, Head
 from .registry import available_heads, build_head, head_class, register_head
 

@@ -50,6 +50,8 @@ class Head(nn.Module):
     #: only the pooler head keeps BigBird's pooler; the others build the encoder without it, so
     #: DDP never sees parameters that get no gradient
     uses_pooler: ClassVar[bool] = False
+    #: logits per token (token classification) instead of per document
+    per_token: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -67,6 +69,11 @@ class Head(nn.Module):
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler: nn.Module | None
     ) -> torch.Tensor:
         raise NotImplementedError
+
+    def stock_layout(self) -> tuple[str, dict[str, str]] | None:
+        """The transformers class this head's layout is, and our parameter names -> its names; None
+        when no stock class has this layout (export then writes the encoder plus ``head.pt``)."""
+        return None
 
     def relevance(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
         """Per-token weight of the pooling, where the head has one (evidence.py); None: use gradients."""

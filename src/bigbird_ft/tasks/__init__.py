@@ -1,7 +1,7 @@
 """Problem types (tasks): importing this package registers every one."""
 
-from . import multi_label, regression, single_label  # noqa: F401  (registration)
+from . import multi_label, regression, single_label, token_classification  # noqa: F401  (registration)
 from .base import Task, metric_key, sort_labels
-from .registry import DEFAULT_TASK, available_tasks, infer_task, task_for
+from .registry import DEFAULT_TASK, available_tasks, default_task, infer_task, task_for
 
-__all__ = ["DEFAULT_TASK", "Task", "available_tasks", "infer_task", "metric_key", "sort_labels", "task_for"]
+__all__ = ["DEFAULT_TASK", "Task", "available_tasks", "default_task", "infer_task", "metric_key", "sort_labels", "task_for"]

@@ -48,6 +48,67 @@ class Task:
     min_train_labels: ClassVar[int] = 2
     #: calibrate=true fits a softmax temperature after training (calibration.py)
     calibrated: ClassVar[bool] = False
+    #: one output per token (a per-token head) instead of one per document
+    per_token: ClassVar[bool] = False
+
+    def hf_problem_type(self) -> str | None:
+        """``config.problem_type`` of an exported model (transformers knows the document tasks only)."""
+        return self.name
+
+    # -------------------------------------------------------------- raw rows
+    def input_columns(self, datamodule: Any) -> list[tuple[str, str]]:
+        """(column, the data key that names it) that every split must have."""
+        return document_columns(datamodule)
+
+    def check_rows(self, ds: Any, split: str, source: str, datamodule: Any) -> Any:
+        """Missing labels and empty texts end the run with their row numbers (data/validation.py)."""
+        from ..data.validation import check_rows
+
+        return check_rows(ds, split, source, datamodule.text_columns, datamodule.label_column,
+                          datamodule.drop_empty, blank_is_label=datamodule.label_separator is not None)
+
+    def row_normaliser(self, datamodule: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """A raw row -> ``text`` (the text columns joined) and the normalised ``label``."""
+        from ..data.datamodule import join_text_columns
+
+        to_label = self.normaliser(datamodule.describe_source(), datamodule.label_separator)
+        columns, separator, label = datamodule.text_columns, datamodule.text_separator, datamodule.label_column
+
+        def normalise(example: dict[str, Any]) -> dict[str, Any]:
+            return {"text": join_text_columns(example, columns, separator), "label": to_label(example[label])}
+
+        return normalise
+
+    def row_features(self) -> dict[str, Any]:
+        """The ``datasets`` features of what ``row_normaliser`` writes (explicit, so an empty list keeps its type)."""
+        import datasets
+
+        return {"text": datasets.Value("string"), "label": self.label_feature()}
+
+    def batch_encoder(self, tokenizer: Any, max_length: int, label2id: Mapping[str, int],
+                      stride: int) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
+        """A batched ``datasets.map`` function: normalised rows -> model features (one per document)."""
+        encode_label = self.label_encoder(label2id)
+
+        def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+            enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
+            return {"input_ids": enc["input_ids"], "labels": [encode_label(label) for label in batch["label"]],
+                    "row": indices, "length": [len(ids) for ids in enc["input_ids"]]}
+
+        return encode
+
+    def stack_labels(self, labels: Sequence[Any], length: int) -> torch.Tensor:
+        """A batch's targets; ``length`` is the padded sequence length (per-token targets pad to it)."""
+        from ..data.collate import stack_labels
+
+        return stack_labels(labels)
+
+    def check_head(self, head: Any) -> None:
+        """A document head for a document task, a per-token head for a per-token one."""
+        if bool(getattr(head, "per_token", False)) != self.per_token:
+            wanted = "a per-token head (head=token)" if self.per_token else "a head that pools the document"
+            raise UserError(f"head={head.name} does not fit model.problem_type={self.name}, which needs {wanted}; "
+                            "set head=")
 
     # ------------------------------------------------------------------ labels
     def label_feature(self) -> Any:
@@ -159,8 +220,15 @@ class Task:
     def metric_targets(self, labels: torch.Tensor) -> torch.Tensor:
         return labels
 
-    def metrics(self, num_labels: int, threshold: float) -> MetricCollection:
+    def metrics(self, num_labels: int, threshold: float, id2label: Mapping[int, str] | None = None) -> MetricCollection:
         raise NotImplementedError
+
+    def update_metrics(self, collection: MetricCollection, outputs: torch.Tensor, batch: Mapping[str, Any]) -> None:
+        collection.update(outputs, self.metric_targets(batch["labels"]))
+
+    def predict_outputs(self, logits: torch.Tensor, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """What predict gathers per batch: here one row of logits per model input."""
+        return {"row": batch["row"], "logits": logits, "probs": self.outputs(logits)}
 
     def confusion(self, num_labels: int) -> Metric | None:
         return None
@@ -188,6 +256,11 @@ class Task:
     @staticmethod
     def probability_columns(outputs: torch.Tensor, id2label: Mapping[int, str]) -> dict[str, Any]:
         return {f"prob_{name}": outputs[:, idx].numpy() for idx, name in sorted(id2label.items())}
+
+
+def document_columns(datamodule: Any) -> list[tuple[str, str]]:
+    """The text columns and the label column: what a document task reads (and inference needs)."""
+    return [*((c, "data.text_column") for c in datamodule.text_columns), (datamodule.label_column, "data.label_column")]
 
 
 def sort_labels(values: set[Any]) -> list[str]:

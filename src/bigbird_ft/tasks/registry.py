@@ -20,6 +20,11 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
+def default_task(per_token: bool) -> str:
+    """The task of a model whose config names none (an exported ``hf_model/``): its head decides."""
+    return next(name for name, task in _TASKS.items() if task.per_token) if per_token else DEFAULT_TASK
+
+
 def available_tasks() -> list[str]:
     return list(_TASKS)
 
