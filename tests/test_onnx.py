@@ -53,8 +53,8 @@ def test_onnx_export_refuses_what_it_cannot_reproduce(make_classifier, tmp_path)
         ("sparse.ckpt", "512"): "error: onnx_length=512 exceeds 144, the longest input at which this block-sparse "
                                 "model computes full attention, which is what the ONNX graph computes: lower "
                                 "onnx_length or train with attention=hf_full|sdpa",
-        ("mean.ckpt", "128"): "error: ONNX export needs the stock head (head=cls, head.mlp_layers=1), this model "
-                              "has head=mean: drop onnx_length",
+        ("mean.ckpt", "128"): "error: ONNX export needs a stock head (head=cls with head.mlp_layers=1, or head=token "
+                              "with head.mlp_layers=0), this model has head=mean: drop onnx_length",
         ("sparse.ckpt", "12x"): "error: onnx_length=12x is not a whole number of tokens: fix onnx_length",
     }
     for (ckpt, length), message in cases.items():
