@@ -1,10 +1,14 @@
 """A generated long-range tagging task: a name's type is said once, early; later mentions need it.
 
-Each document opens with a few definitions, ``Varn is a river . Tolk is a city .``, then ~2,000-3,500
-words of lowercase pseudo-words (Zipf-like), and mentions each defined name again past word
-``mention_after``. Names are capitalised pseudo-words drawn per document from one pool and given
-their types per document, so a name says nothing about its type: only the definition does, thousands
-of tokens before the later mention. Tags are BIO (``B-river``; names are one word), everything else
+Each document opens with a definition, ``Varn is a river .`` (``names_per_document`` of them, each
+name its own type), then ~2,400-3,400 words of lowercase pseudo-words (Zipf-like), and mentions the
+defined name again past word ``mention_after``. Names are capitalised pseudo-words drawn per
+document from one pool and given their types per document, so a name says nothing about its type:
+only the definition does, thousands of tokens before the later mention. With two or more names
+per document a mention must also find its own definition among the others: measured on short
+documents (60-120 words, dense attention), the tiny model reached entity F1 0.57 with two names in
+8 epochs against 0.998 with one name after one, so one is the default and the distance is what is
+tested. Tags are BIO (``B-river``; names are one word), everything else
 ``O``. Rows are ``{"id", "tokens", "ner_tags", "later_mentions"}``, the last the word indices of the
 mentions after the definitions (bench/ner_longrange.py scores those).
 """
@@ -31,12 +35,12 @@ class NerSpec:
     num_validation: int = 100
     num_test: int = 200
     types: tuple[str, ...] = DEFAULT_TYPES
-    names_per_document: int = 3
+    names_per_document: int = 1
     name_pool: int = 400
     min_words: int = 2400
     max_words: int = 3400
     mention_after: int = 1800   # later mentions sit past this word (far beyond 512 tokens)
-    mentions_per_name: int = 2
+    mentions_per_name: int = 4
     noise_vocab_size: int = 3000
     zipf_exponent: float = 1.1
     version: int = field(default=1)

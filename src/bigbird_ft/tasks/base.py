@@ -19,8 +19,8 @@ from ..errors import UserError
 
 #: per-label loss weights under ``model.``; each belongs to the one task whose ``weight_key`` it is
 WEIGHT_KEYS = ("class_weights", "pos_weight")
-#: weight key -> the name of the task it belongs to (filled by ``register_task``)
-WEIGHT_KEY_OWNERS: dict[str, str] = {}
+#: weight key -> the names of the tasks it belongs to (filled by ``register_task``)
+WEIGHT_KEY_OWNERS: dict[str, list[str]] = {}
 
 
 def metric_key(label: str) -> str:
@@ -192,7 +192,8 @@ class Task:
         keys = [k for k in WEIGHT_KEYS if model_cfg.get(k) is not None]
         for key in keys:
             if key != self.weight_key:
-                raise UserError(f"model.{key} applies to {WEIGHT_KEY_OWNERS[key]} only; set model.{key}=null")
+                raise UserError(f"model.{key} applies to {' and '.join(WEIGHT_KEY_OWNERS[key])} only; "
+                                f"set model.{key}=null")
         return keys
 
     def check_labels(self, id2label: Mapping[int, str]) -> None:

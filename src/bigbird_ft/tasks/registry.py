@@ -16,7 +16,7 @@ DEFAULT_TASK = "single_label_classification"
 def register_task(cls: type[Task]) -> type[Task]:
     _TASKS[cls.name] = cls()
     if cls.weight_key:
-        WEIGHT_KEY_OWNERS[cls.weight_key] = cls.name
+        WEIGHT_KEY_OWNERS.setdefault(cls.weight_key, []).append(cls.name)
     return cls
 
 

@@ -139,6 +139,7 @@ class EntityMetrics(Metric):
 @register_task
 class TokenClassification(Task):
     name = "token_classification"
+    weight_key = "class_weights"  # per tag: entities are a fraction of a percent of a long document's words
     per_token = True
     monitor = ("val/f1", "max")
 
@@ -209,6 +210,18 @@ class TokenClassification(Task):
 
     def label_encoder(self, label2id: Mapping[str, int]) -> Callable[[Any], Any]:
         return lambda tags: [label2id[t] for t in tags]
+
+    def label_counts(self, labels: Sequence[Any], label2id: Mapping[str, int]) -> list[float]:
+        counts = [0.0] * len(label2id)
+        for tags in labels:
+            for tag in tags:
+                counts[label2id[tag]] += 1.0
+        return counts
+
+    def auto_weights(self, counts: Sequence[float], num_examples: int) -> list[float]:
+        # inverse tag frequency, scaled so balanced tags get weight 1 (sklearn's "balanced")
+        total = sum(counts)
+        return [total / (len(counts) * max(c, 1.0)) for c in counts]
 
     def check_labels(self, id2label: Mapping[int, str]) -> None:
         if len(id2label) < 2:
