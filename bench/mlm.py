@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 
 
 def run(args: list[str]) -> float:
@@ -40,12 +39,12 @@ def run(args: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def corpus(path: Path, cache: Path) -> dict[str, int]:
+def corpus(path: Path, cache: Path, shared: Path) -> dict[str, int]:
     from bigbird_ft.data.datamodule import join_text_columns
     from bigbird_ft.data.sources import HyperpartisanDataModule, PepsDataModule
 
-    sources = {"hyperpartisan": HyperpartisanDataModule(dir=str(SHARED / "hyperpartisan"), cache_dir=str(cache)),
-               "peps": PepsDataModule(dir=str(SHARED / "peps"), text_column=["title", "text"], label_column="type",
+    sources = {"hyperpartisan": HyperpartisanDataModule(dir=str(shared / "hyperpartisan"), cache_dir=str(cache)),
+               "peps": PepsDataModule(dir=str(shared / "peps"), text_column=["title", "text"], label_column="type",
                                       cache_dir=str(cache))}
     counts, lines = {}, []
     for name, source in sources.items():
@@ -64,13 +63,15 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=4096)
     parser.add_argument("--downstream-length", type=int, default=512)
     parser.add_argument("--skip-downstream", action="store_true")
+    parser.add_argument("--shared-data", type=Path, default=ROOT.parent / "shared" / "data",
+                        help="the folder holding hyperpartisan/ and peps/ (paths.shared_data_dir)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "logs" / "bench" / "mlm")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mlm.json")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     texts = args.workdir / "texts.jsonl"
-    counts = corpus(texts, args.workdir / "cache")
+    counts = corpus(texts, args.workdir / "cache", args.shared_data)
     mlm_dir = args.workdir / "mlm"
     mlm_args = ["task=mlm", "model=minilm_l6", "data=files", f"data.train_file={texts}",
                 f"data.max_length={args.max_length}", "data.batch_size=2", "data.eval_batch_size=2",
@@ -88,6 +89,7 @@ def main() -> None:
         for name, extra in (("plain_converted", []), ("adapted", [f"model.pretrained={adapted}"])):
             run_dir = args.workdir / f"finetune-{name}"
             finetune = ["experiment=hyperpartisan_minilm", f"data.max_length={args.downstream_length}", "export=false",
+                        f"paths.shared_data_dir={args.shared_data}",
                         "callbacks.rich_progress_bar=null", f"hydra.run.dir={run_dir}", *extra]
             wall = run(finetune)
             metrics = json.loads((run_dir / "metrics.json").read_text())
