@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import datasets
 
@@ -25,28 +25,32 @@ from .validation import check_file
 FILE_LOADERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
-class SyntheticDataModule(TextClassificationDataModule):
-    """The offline default: a generated long-range task cached under ``generated_dir``."""
+class GeneratedDataModule(TextClassificationDataModule):
+    """A generated task cached under ``generated_dir/<prefix>-<spec key>``: a spec dataclass and its
+    generator; ``data.spec`` keys are checked against the dataclass's fields."""
+
+    spec_class: ClassVar[type]
+    generator: ClassVar[Callable[[Any, Path], dict[str, Path]]]
+    option: ClassVar[str]
+    prefix: ClassVar[str]
 
     def __init__(self, generated_dir: str = "data/generated", spec: dict[str, Any] | None = None, **kwargs):
         super().__init__(**kwargs)
-        known = {f.name for f in fields(SyntheticSpec)}
+        known = {f.name for f in fields(self.spec_class)}
         spec = dict(spec or {})
         unknown = sorted(set(spec) - known)
         if unknown:
             raise UserError(f"unknown data.spec keys {unknown}; known: {sorted(known)}")
-        if "labels" in spec:
-            spec["labels"] = tuple(spec["labels"])
-        if "sentence_words" in spec:
-            spec["sentence_words"] = tuple(spec["sentence_words"])
-        self.spec = SyntheticSpec(**spec)
+        # yaml lists -> the tuples the frozen dataclass holds
+        spec = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+        self.spec = self.spec_class(**spec)
         self.generated_dir = Path(generated_dir)
 
     def describe_source(self) -> str:
-        return f"data=synthetic ({self.generated_dir}/synthetic-{self.spec.key()})"
+        return f"data={self.option} ({self.generated_dir}/{self.prefix}-{self.spec.key()})"
 
     def load_splits(self) -> datasets.DatasetDict:
-        paths = generate(self.spec, self.generated_dir)
+        paths = type(self).generator(self.spec, self.generated_dir)
         return datasets.load_dataset(
             "json",
             data_files={split: str(path) for split, path in paths.items()},
@@ -54,30 +58,16 @@ class SyntheticDataModule(TextClassificationDataModule):
         )
 
 
-class SyntheticNerDataModule(TextClassificationDataModule):
-    """A generated long-range tagging task (synthetic_ner.py) cached under ``generated_dir``."""
+class SyntheticDataModule(GeneratedDataModule):
+    """The offline default: a generated long-range classification task (synthetic.py)."""
 
-    def __init__(self, generated_dir: str = "data/generated", spec: dict[str, Any] | None = None, **kwargs):
-        super().__init__(**kwargs)
-        known = {f.name for f in fields(NerSpec)}
-        spec = dict(spec or {})
-        unknown = sorted(set(spec) - known)
-        if unknown:
-            raise UserError(f"unknown data.spec keys {unknown}; known: {sorted(known)}")
-        if "types" in spec:
-            spec["types"] = tuple(spec["types"])
-        self.spec = NerSpec(**spec)
-        self.generated_dir = Path(generated_dir)
+    spec_class, generator, option, prefix = SyntheticSpec, staticmethod(generate), "synthetic", "synthetic"
 
-    def describe_source(self) -> str:
-        return f"data=synthetic_ner ({self.generated_dir}/ner-{self.spec.key()})"
 
-    def load_splits(self) -> datasets.DatasetDict:
-        paths = generate_ner(self.spec, self.generated_dir)
-        return datasets.load_dataset(
-            "json", data_files={split: str(path) for split, path in paths.items()},
-            cache_dir=str(self.cache_dir / "datasets"),
-        )
+class SyntheticNerDataModule(GeneratedDataModule):
+    """A generated long-range tagging task (synthetic_ner.py)."""
+
+    spec_class, generator, option, prefix = NerSpec, staticmethod(generate_ner), "synthetic_ner", "ner"
 
 
 class FilesDataModule(TextClassificationDataModule):

@@ -101,24 +101,28 @@ class SyntheticCorpus:
         return rows
 
 
-def generate(spec: SyntheticSpec, out_dir: str | Path) -> dict[str, Path]:
-    """Write train/validation/test jsonl under ``out_dir/synthetic-<key>``; reuse them when present."""
-    folder = Path(out_dir) / f"synthetic-{spec.key()}"
+def write_generated(out_dir: str | Path, prefix: str, spec: Any, make_split: Any) -> dict[str, Path]:
+    """train/validation/test jsonl under ``out_dir/<prefix>-<spec key>`` (rows from
+    ``make_split(name, size)``) with the spec next to them; reused when present: a generated
+    corpus is keyed by its spec."""
+    folder = Path(out_dir) / f"{prefix}-{spec.key()}"
     sizes = {"train": spec.num_train, "validation": spec.num_validation, "test": spec.num_test}
     paths = {name: folder / f"{name}.jsonl" for name in sizes}
     if all(p.exists() for p in paths.values()):
         return paths
-    corpus = SyntheticCorpus(spec)
     for name, size in sizes.items():
-        if paths[name].exists():
-            continue
-        with atomic_path(paths[name]) as tmp, tmp.open("w") as handle:
-            for row in corpus.split(name, size):
-                handle.write(json.dumps(row) + "\n")
-    spec_file = folder / "spec.json"
-    with atomic_path(spec_file) as tmp:
+        if not paths[name].exists():
+            with atomic_path(paths[name]) as tmp, tmp.open("w") as handle:
+                for row in make_split(name, size):
+                    handle.write(json.dumps(row) + "\n")
+    with atomic_path(folder / "spec.json") as tmp:
         tmp.write_text(json.dumps(asdict(spec), indent=2))
     return paths
+
+
+def generate(spec: SyntheticSpec, out_dir: str | Path) -> dict[str, Path]:
+    """The classification corpus under ``out_dir/synthetic-<key>``."""
+    return write_generated(out_dir, "synthetic", spec, lambda name, size: SyntheticCorpus(spec).split(name, size))
 
 
 def evidence_char_span(row: dict, evidence_words: int = SyntheticSpec.evidence_words) -> tuple[int, int]:

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io_utils import atomic_path
-from .synthetic import _pseudo_words
+from .synthetic import _pseudo_words, write_generated
 
 DEFAULT_TYPES = ("river", "city", "person", "ship")
 
@@ -95,18 +94,5 @@ class NerCorpus:
 
 
 def generate_ner(spec: NerSpec, out_dir: str | Path) -> dict[str, Path]:
-    """Write train/validation/test jsonl under ``out_dir/ner-<key>``; reuse them when present."""
-    folder = Path(out_dir) / f"ner-{spec.key()}"
-    sizes = {"train": spec.num_train, "validation": spec.num_validation, "test": spec.num_test}
-    paths = {name: folder / f"{name}.jsonl" for name in sizes}
-    if all(p.exists() for p in paths.values()):
-        return paths
-    corpus = NerCorpus(spec)
-    for name, size in sizes.items():
-        if not paths[name].exists():
-            with atomic_path(paths[name]) as tmp, tmp.open("w") as handle:
-                for row in corpus.split(name, size):
-                    handle.write(json.dumps(row) + "\n")
-    with atomic_path(folder / "spec.json") as tmp:
-        tmp.write_text(json.dumps(asdict(spec), indent=2))
-    return paths
+    """The tagging corpus under ``out_dir/ner-<key>``."""
+    return write_generated(out_dir, "ner", spec, lambda name, size: NerCorpus(spec).split(name, size))

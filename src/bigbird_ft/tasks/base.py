@@ -259,6 +259,12 @@ class Task:
         return {f"prob_{name}": outputs[:, idx].numpy() for idx, name in sorted(id2label.items())}
 
 
+def balanced_weights(counts: Sequence[float]) -> list[float]:
+    """Inverse frequency, scaled so balanced classes get weight 1 everywhere (sklearn's "balanced")."""
+    total = sum(counts)
+    return [total / (len(counts) * max(c, 1.0)) for c in counts]
+
+
 def document_columns(datamodule: Any) -> list[tuple[str, str]]:
     """The text columns and the label column: what a document task reads (and inference needs)."""
     return [*((c, "data.text_column") for c in datamodule.text_columns), (datamodule.label_column, "data.label_column")]

@@ -16,7 +16,7 @@ from torchmetrics.classification import (
 )
 
 from ..errors import UserError
-from .base import Task
+from .base import Task, balanced_weights
 from .registry import register_task
 
 
@@ -47,9 +47,7 @@ class SingleLabel(Task):
         return counts
 
     def auto_weights(self, counts: Sequence[float], num_examples: int) -> list[float]:
-        # inverse frequency, scaled so a balanced set gets weight 1 everywhere (sklearn's "balanced")
-        total = sum(counts)
-        return [total / (len(counts) * max(c, 1.0)) for c in counts]
+        return balanced_weights(counts)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None,
              label_smoothing: float) -> torch.Tensor:

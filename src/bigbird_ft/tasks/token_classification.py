@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torchmetrics import Metric, MetricCollection
 
 from ..errors import UserError
-from .base import Task, metric_key
+from .base import Task, balanced_weights, metric_key
 from .registry import register_task
 
 IGNORED = -100
@@ -219,9 +219,7 @@ class TokenClassification(Task):
         return counts
 
     def auto_weights(self, counts: Sequence[float], num_examples: int) -> list[float]:
-        # inverse tag frequency, scaled so balanced tags get weight 1 (sklearn's "balanced")
-        total = sum(counts)
-        return [total / (len(counts) * max(c, 1.0)) for c in counts]
+        return balanced_weights(counts)
 
     def check_labels(self, id2label: Mapping[int, str]) -> None:
         if len(id2label) < 2:
