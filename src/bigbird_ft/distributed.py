@@ -154,3 +154,10 @@ def gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * size
     dist.all_gather_object(out, obj)
     return out
+
+
+def predict_strategy(name: str) -> str | DDPStrategy:
+    """``strategy=ddp``: one process per device; the Hydra-aware launcher re-runs this job."""
+    if name == "ddp":
+        return HydraDDPStrategy()
+    return name

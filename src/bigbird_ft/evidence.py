@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .data.collate import BlockPaddingCollator
+from .documents import window_starts
 from .errors import UserError
 from .heads.base import Head
 from .io_utils import atomic_path
@@ -45,16 +46,6 @@ def check_evidence_options(k: Any, html_path: Any, window: Any, method: Any = "a
     if not path.parent.is_dir():
         raise UserError(f"the folder of evidence_html={path} does not exist: create it or fix evidence_html")
     return k, path, window
-
-
-def window_starts(n_tokens: int, body: int, stride: int, long_docs: str) -> list[int]:
-    """Where each model input starts in a document's content tokens: one (truncate) or overlapping
-    windows of ``body`` tokens sharing ``stride`` (chunk). Predict and evidence cut documents alike."""
-    starts = [0]
-    if long_docs == "chunk":
-        while starts[-1] + body < n_tokens:
-            starts.append(starts[-1] + body - stride)
-    return starts
 
 
 def document_windows(tokenizer: Any, text: str, max_length: int, long_docs: str, stride: int

@@ -30,9 +30,9 @@ from transformers import BigBirdConfig, BigBirdForMaskedLM, DataCollatorForLangu
 from transformers.models.big_bird.modeling_big_bird import BigBirdOnlyMLMHead
 
 from .attention import backend_class, build_backend
-from .data.datamodule import join_text_columns
 from .data.sampler import LengthBucketBatchSampler
 from .data.tokenization import resolve_tokenizer
+from .documents import join_text_columns
 from .encoder import build_encoder, make_encoder_config
 from .errors import UserError
 from .io_utils import atomic_dir, write_json_atomic

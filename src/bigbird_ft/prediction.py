@@ -11,15 +11,14 @@ import lightning as L
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, RichProgressBar
-from lightning.pytorch.strategies import Strategy
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from .data.collate import BlockPaddingCollator
-from .data.datamodule import join_text_columns
-from .distributed import HydraDDPStrategy, ddp_job_scope, gather_objects
+from .distributed import ddp_job_scope, gather_objects, predict_strategy
+from .documents import join_text_columns, window_starts
 from .errors import UserError
-from .evidence import as_column, check_evidence_options, explain, resolve_method, window_starts, write_html
+from .evidence import as_column, check_evidence_options, explain, resolve_method, write_html
 from .factory import load_classifier
 from .io_utils import atomic_path
 from .module import BigBirdClassifier
@@ -182,13 +181,6 @@ def predict(cfg: DictConfig) -> Path:
                            stride, cfg.chunk_aggregation, evidence_method)
     write_predictions(frame, doc_logits, module, cfg, output, evidence, evidence_html, texts)
     return output
-
-
-def predict_strategy(name: str) -> str | Strategy:
-    """``strategy=ddp``: one process per device; the Hydra-aware launcher re-runs this job."""
-    if name == "ddp":
-        return HydraDDPStrategy()
-    return name
 
 
 class GatherPredictions(BasePredictionWriter):

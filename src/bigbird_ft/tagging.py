@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from .data.collate import BlockPaddingCollator
-from .distributed import ddp_job_scope, gather_objects
+from .distributed import ddp_job_scope, gather_objects, predict_strategy
 from .errors import UserError
 from .io_utils import atomic_path
 from .module import BigBirdClassifier
@@ -115,8 +115,6 @@ def tag_documents(cfg: DictConfig, module: BigBirdClassifier, frame: pd.DataFram
     multiple = int(data_hp.get("pad_to_multiple_of", module.hparams.model["block_size"]))
     loader = DataLoader(features, batch_size=batch_size, collate_fn=BlockPaddingCollator(tokenizer, multiple))
     gathered = GatherWordProbabilities()
-    from .prediction import predict_strategy
-
     trainer = L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, strategy=predict_strategy(cfg.get("strategy")
                         or "auto"), precision=cfg.precision, logger=False, callbacks=[RichProgressBar(), gathered],
                         enable_checkpointing=False)

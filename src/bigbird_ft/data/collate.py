@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from ..documents import stack_labels
+
 
 class BlockPaddingCollator:
     """Pads each batch to the smallest multiple of ``pad_to_multiple_of`` holding its longest row.
@@ -41,7 +43,3 @@ class BlockPaddingCollator:
         return batch
 
 
-def stack_labels(labels: Sequence[Any]) -> torch.Tensor:
-    """Integer class ids stay long (cross-entropy); anything float is a float32 target (BCE, MSE)."""
-    target = torch.as_tensor(labels)
-    return target.float() if target.is_floating_point() else target.long()

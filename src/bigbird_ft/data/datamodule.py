@@ -27,11 +27,6 @@ datasets.disable_progress_bars()
 log = logging.getLogger(__name__)
 
 
-def join_text_columns(example: dict[str, Any], columns: Sequence[str], separator: str) -> str:
-    parts = [example[c] for c in columns]
-    return separator.join("" if p is None else str(p) for p in parts)
-
-
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """A stable identity for the token cache (hashing the tokenizer object is not stable)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)

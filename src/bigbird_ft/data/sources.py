@@ -42,7 +42,7 @@ class GeneratedDataModule(TextClassificationDataModule):
         if unknown:
             raise UserError(f"unknown data.spec keys {unknown}; known: {sorted(known)}")
         # yaml lists -> the tuples the frozen dataclass holds
-        spec = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+        spec = {k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v for k, v in spec.items()}
         self.spec = self.spec_class(**spec)
         self.generated_dir = Path(generated_dir)
 

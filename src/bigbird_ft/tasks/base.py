@@ -62,14 +62,14 @@ class Task:
 
     def check_rows(self, ds: Any, split: str, source: str, datamodule: Any) -> Any:
         """Missing labels and empty texts end the run with their row numbers (data/validation.py)."""
-        from ..data.validation import check_rows
+        from ..documents import check_rows
 
         return check_rows(ds, split, source, datamodule.text_columns, datamodule.label_column,
                           datamodule.drop_empty, blank_is_label=datamodule.label_separator is not None)
 
     def row_normaliser(self, datamodule: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
         """A raw row -> ``text`` (the text columns joined) and the normalised ``label``."""
-        from ..data.datamodule import join_text_columns
+        from ..documents import join_text_columns
 
         to_label = self.normaliser(datamodule.describe_source(), datamodule.label_separator)
         columns, separator, label = datamodule.text_columns, datamodule.text_separator, datamodule.label_column
@@ -99,7 +99,7 @@ class Task:
 
     def stack_labels(self, labels: Sequence[Any], length: int) -> torch.Tensor:
         """A batch's targets; ``length`` is the padded sequence length (per-token targets pad to it)."""
-        from ..data.collate import stack_labels
+        from ..documents import stack_labels
 
         return stack_labels(labels)
 

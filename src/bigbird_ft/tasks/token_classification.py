@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric, MetricCollection
 
+from ..documents import row_numbers, window_starts
 from ..errors import UserError
 from .base import Task, balanced_weights, metric_key
 from .registry import register_task
@@ -60,8 +61,6 @@ def word_features(ids: Sequence[int], word_ids: Sequence[int | None], tags: Sequ
                   body: int, stride: int, cls_id: int, sep_id: int) -> list[dict[str, list[int]]]:
     """One document's model inputs: windows of ``body`` sub-words (+ [CLS], [SEP]), with per token
     the owned word's index (``word_ids``, else -1) and tag (``labels``, else -100)."""
-    from ..evidence import window_starts
-
     firsts: dict[int, int] = {}
     for position, word in enumerate(word_ids):
         if word is not None and word not in firsts:
@@ -160,8 +159,6 @@ class TokenClassification(Task):
 
     def check_rows(self, ds: Any, split: str, source: str, datamodule: Any) -> Any:
         """Token lists that are lists of words, tag lists of the same length, no empty document."""
-        from ..data.validation import _rows
-
         tokens_key, tags_key = self.COLUMN_KEYS
         tokens, tags = ds[datamodule.tokens_column], ds[datamodule.tags_column]
         for name, column, key in ((datamodule.tokens_column, tokens, tokens_key), (datamodule.tags_column, tags, tags_key)):
@@ -175,15 +172,15 @@ class TokenClassification(Task):
             first = uneven[0]
             raise UserError(f"{len(uneven)} row(s) of the {split} split of {source} have token and tag lists of "
                             f"different lengths (row {first + 1}: {len(tokens[first])} tokens, {len(tags[first])} tags; "
-                            f"rows {_rows(uneven)}); fix those rows")
+                            f"rows {row_numbers(uneven)}); fix those rows")
         empty = [i for i, words in enumerate(tokens) if not any(str(w).strip() for w in words)]
         if empty:
             raise UserError(f"empty token list in {len(empty)} row(s) of the {split} split of {source}: "
-                            f"rows {_rows(empty)}; remove them")
+                            f"rows {row_numbers(empty)}; remove them")
         missing = [i for i, labels in enumerate(tags) if any(t is None or not str(t).strip() for t in labels)]
         if missing:
             raise UserError(f"missing tag in {len(missing)} row(s) of the {split} split of {source}: "
-                            f"rows {_rows(missing)}; fill them")
+                            f"rows {row_numbers(missing)}; fill them")
         return ds
 
     def row_normaliser(self, datamodule: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
