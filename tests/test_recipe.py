@@ -162,7 +162,7 @@ def test_class_weights_and_pos_weight_auto(tmp_path):
     assert multi.problem_type == MULTI
     pos = resolve_loss_weights({"pos_weight": "auto"}, multi)["pos_weight"]
     assert pos == pytest.approx([0 / 4, 3 / 1, 3 / 1])
-    with pytest.raises(UserError, match="single_label_classification only"):
+    with pytest.raises(UserError, match="class_weights applies to single_label_classification and token_classification only"):
         resolve_loss_weights({"class_weights": "auto"}, multi)
 
 

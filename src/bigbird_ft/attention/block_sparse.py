@@ -146,10 +146,14 @@ class BlockSparseSelfAttention(PatchedSelfAttention):
     def tables(
         self, length: int, device: torch.device, ctx: AttentionContext
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Key-block index table for this call; fixed plans are cached per (length, mode, device)."""
+        """Key-block index table for this call; fixed plans are cached per (length, mode, device).
+
+        Inference mode is part of the key: a table made under ``inference_mode`` (predict) cannot be
+        saved for backward by a later gradient pass (evidence) on the same model.
+        """
         num_blocks = length // self.block_size
         resampling = self.random_blocks == "resample" and self.training
-        table_key = (length, self.training, str(device))
+        table_key = (length, self.training, str(device), torch.is_inference_mode_enabled())
         if not resampling and table_key in self._tables:
             return self._tables[table_key]
         if resampling:
