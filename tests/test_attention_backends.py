@@ -308,6 +308,22 @@ def test_attention_dropout_applied_in_training_only(name: str) -> None:
     assert torch.equal(eval_a, eval_b)
 
 
+@pytest.mark.parametrize("name", ["block_sparse", "sdpa"])
+def test_gradients_after_an_inference_mode_pass(name: str) -> None:
+    # evidence runs predict (inference_mode) and then a gradient pass on the same eval model: a plan
+    # cached by the first must not be an inference tensor saved for backward by the second
+    _, ours, backend = make_pair("original_full", name)
+    ids, mask = make_batch(512)
+    ours.eval()
+    with torch.inference_mode():
+        before = backend.encode(ours, ids, mask)
+    embeddings = ours.get_input_embeddings()
+    out = backend.encode(ours, ids, mask)
+    out.sum().backward()
+    assert embeddings.weight.grad is not None and embeddings.weight.grad.abs().sum() > 0
+    assert torch.allclose(out.detach(), before, atol=1e-5)
+
+
 def test_dropout_kernel_matches_autograd_reference() -> None:
     """Our recomputing dense dropout-attention kernel vs plain autograd with the same dropout mask."""
     torch.manual_seed(0)

@@ -21,6 +21,7 @@ training step (as in the paper) from a local generator; eval then uses a fixed p
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, ClassVar
 
 import numpy as np
@@ -146,14 +147,10 @@ class BlockSparseSelfAttention(PatchedSelfAttention):
     def tables(
         self, length: int, device: torch.device, ctx: AttentionContext
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Key-block index table for this call; fixed plans are cached per (length, mode, device).
-
-        Inference mode is part of the key: a table made under ``inference_mode`` (predict) cannot be
-        saved for backward by a later gradient pass (evidence) on the same model.
-        """
+        """Key-block index table for this call; fixed plans are cached per (length, mode, device)."""
         num_blocks = length // self.block_size
         resampling = self.random_blocks == "resample" and self.training
-        table_key = (length, self.training, str(device), torch.is_inference_mode_enabled())
+        table_key = (length, self.training, str(device))
         if not resampling and table_key in self._tables:
             return self._tables[table_key]
         if resampling:
@@ -161,7 +158,10 @@ class BlockSparseSelfAttention(PatchedSelfAttention):
             if cache_key not in ctx.cache:
                 ctx.cache[cache_key] = key_block_table(self.random_plan(length, ctx), num_blocks, device)
             return ctx.cache[cache_key]
-        tables = key_block_table(self.random_plan(length, ctx), num_blocks, device)
+        # made outside inference mode: a table cached by predict (inference_mode) is then saved for
+        # backward by a later gradient pass on the same model (evidence), which inference tensors cannot be
+        with nullcontext() if torch.compiler.is_compiling() else torch.inference_mode(False):
+            tables = key_block_table(self.random_plan(length, ctx), num_blocks, device)
         self._tables[table_key] = tables
         return tables
 
