@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=4096)
     parser.add_argument("--downstream-length", type=int, default=512)
     parser.add_argument("--skip-downstream", action="store_true")
+    parser.add_argument("--reuse-mlm", action="store_true",
+                        help="keep the adapted model already in --workdir (its mlm.json) and run the fine-tunes only")
     parser.add_argument("--shared-data", type=Path, default=ROOT.parent / "shared" / "data",
                         help="the folder holding hyperpartisan/ and peps/ (paths.shared_data_dir)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "logs" / "bench" / "mlm")
@@ -78,7 +80,12 @@ def main() -> None:
                 f"task.max_steps={args.steps}", "task.eval_documents=32", "task.eval_max_lengths=[512]",
                 "optim=adamw", "optim.lr=5e-5", "optim.warmup_ratio=0.06", "trainer.gradient_clip_val=1.0",
                 "callbacks.rich_progress_bar=null", f"hydra.run.dir={mlm_dir}"]
-    mlm_s = run(mlm_args)
+    if args.reuse_mlm:
+        if not (mlm_dir / "mlm.json").exists():
+            sys.exit(f"--reuse-mlm: no {mlm_dir / 'mlm.json'}; run without --reuse-mlm first")
+        mlm_s = json.loads(args.out.read_text())["mlm_wall_s"] if args.out.exists() else float("nan")
+    else:
+        mlm_s = run(mlm_args)
     report = {"command": " ".join(["PYTHONPATH=src python bench/mlm.py", *sys.argv[1:]]),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "texts": counts,
               "mlm_command": "python train.py " + " ".join(mlm_args), "mlm_wall_s": round(mlm_s, 1),
