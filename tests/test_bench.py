@@ -176,8 +176,9 @@ def test_compile_bench_reports_speedup_and_compile_time(tmp_path):
                                       "--layers", "1", "--block", "16", "--out", str(out)])
     assert result.returncode == 0, result.stderr[-4000:]
     row = json.loads(out.read_text())["backends"]["sdpa"]
+    # the speedup is rounded to 3 decimals: at a small ratio (0.025 once, on a loaded machine) that alone is > 1 %
     assert row["train_speedup"] == pytest.approx(
-        row["eager"]["train_step_s"] / row["compiled"]["train_step_s"], rel=1e-2)
+        row["eager"]["train_step_s"] / row["compiled"]["train_step_s"], rel=1e-2, abs=1e-3)
     assert row["compiled"]["first_train_step_s"] > row["compiled"]["train_step_s"]
 
 
