@@ -18,15 +18,16 @@ train: .venv/.installed
 	$(PY) train.py $(ARGS)
 
 # Two pytest-xdist workers: most tests wait on a single-threaded subprocess start (torch, Lightning,
-# transformers imports), so a serial run leaves one of two cores idle (25.5 vs 19.4 min here).
+# transformers imports), so a serial run leaves one of two cores idle (25.5 vs 18.2 min here).
 # TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test: .venv/.installed
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests $(ARGS)
+	$(PYTEST) tests $(ARGS)
 
 test-fast: .venv/.installed
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow" tests $(ARGS)
+	$(PYTEST) -m "not slow" tests $(ARGS)
 
 lint: .venv/.installed
 	.venv/bin/ruff check src tests bench train.py predict.py

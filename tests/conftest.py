@@ -43,6 +43,17 @@ def require_module(name: str, reason: str):
 
 SESSION_CACHE: dict[str, Path] = {}
 
+# The generated corpus of test_learnability and test_long_docs (documents of ~200-900 words): one spec,
+# so a session generates it and trains its tokenizer once for both.
+LEARNABILITY_CORPUS: dict[str, object] = {
+    "data.spec.num_train": 480,
+    "data.spec.num_validation": 80,
+    "data.spec.num_test": 160,
+    "data.spec.min_words": 200,
+    "data.spec.max_words": 900,
+    "trainer.max_epochs": 3,
+}
+
 
 @pytest.fixture(scope="session", autouse=True)
 def session_data_cache(tmp_path_factory):

@@ -11,17 +11,9 @@ import json
 
 import pytest
 
-from .conftest import run_script, tiny_overrides
+from .conftest import LEARNABILITY_CORPUS, run_script, tiny_overrides
 
-CORPUS = {
-    "data.spec.num_train": 480,
-    "data.spec.num_validation": 80,
-    "data.spec.num_test": 160,
-    "data.spec.min_words": 200,
-    "data.spec.max_words": 900,
-    "trainer.max_epochs": 3,
-    "export": "false",
-}
+CORPUS = {**LEARNABILITY_CORPUS, "export": "false"}
 # tiny_overrides shrinks the model to hidden 32: keep the default model instead, only the corpus is smaller
 MODEL_KEYS = ("model.", "data.batch_size", "data.eval_batch_size")
 

@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-from .conftest import ROOT, SESSION_CACHE
-from .test_learnability import CORPUS
+from .conftest import LEARNABILITY_CORPUS, ROOT, SESSION_CACHE
 
 
 @pytest.mark.slow
@@ -19,7 +18,7 @@ def test_chunk_labels_documents_whose_evidence_truncation_cuts(tmp_path):
     # tokens truncation cuts the evidence away in about half the documents, and the model still learns the
     # phrase from the other half
     cache_root = SESSION_CACHE.get("root", tmp_path)
-    overrides = [f"{key}={value}" for key, value in CORPUS.items() if key != "export"]
+    overrides = [f"{key}={value}" for key, value in LEARNABILITY_CORPUS.items()]
     overrides += [f"paths.generated_dir={cache_root / 'generated'}", f"paths.cache_dir={cache_root / 'cache'}"]
     out = tmp_path / "long_docs.json"
     result = subprocess.run(
