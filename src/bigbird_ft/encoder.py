@@ -47,7 +47,8 @@ def make_encoder_config(
         else:
             length = int(model_cfg.get("max_position_embeddings") or DEFAULT_CONVERTED_LENGTH)
             values = bigbird_config_values(config, length, block_size, num_random_blocks, hf_attention_type)
-        values.update({k: v for k, v in dict(model_cfg.get("config") or {}).items() if "dropout" in k})
+        # dropout as pretrained unless a model.config.*dropout* key is set (null: keep the checkpoint's)
+        values.update({k: v for k, v in dict(model_cfg.get("config") or {}).items() if "dropout" in k and v is not None})
         check_tokenizer_fits(tokenizer, int(values["vocab_size"]))
     else:
         values = dict(model_cfg.get("config") or {})
@@ -72,10 +73,14 @@ def build_encoder(
     init_weights_from: str | None = None,
     trust_remote_code: bool = False,
 ) -> BigBirdModel:
+    """The encoder in train mode whatever its source: ``from_pretrained`` hands models back in eval mode,
+    and Lightning keeps each submodule's mode at fit start, so a loaded folder would fine-tune with
+    dropout off (Lightning only warns "Found N module(s) in eval mode")."""
     config = BigBirdConfig(**encoder_config)
     if not init_weights_from:
-        return BigBirdModel(config, add_pooling_layer=with_pooler)
-    source_type = load_config(init_weights_from, trust_remote_code).model_type
-    if source_type != "big_bird":
-        return converted_encoder(init_weights_from, config, with_pooler, trust_remote_code)
-    return load_weights(BigBirdModel, init_weights_from, config=config, add_pooling_layer=with_pooler)
+        encoder = BigBirdModel(config, add_pooling_layer=with_pooler)
+    elif load_config(init_weights_from, trust_remote_code).model_type != "big_bird":
+        encoder = converted_encoder(init_weights_from, config, with_pooler, trust_remote_code)
+    else:
+        encoder = load_weights(BigBirdModel, init_weights_from, config=config, add_pooling_layer=with_pooler)
+    return encoder.train()
