@@ -24,15 +24,33 @@ from .errors import UserError
 from .io_utils import atomic_path
 from .plots import save_reliability_diagram
 
-#: T is kept in [1/100, 100]: a model no better than chance has its NLL optimum at T -> infinity
+#: a fitted T outside (1/100, 100) is no temperature but a degenerate fit: a model no better than
+#: chance has its NLL optimum at T -> infinity, separable validation logits at T -> 0
 TEMPERATURE_RANGE = (1e-2, 1e2)
+
+#: fewer validation documents than this keep T = 1. One scalar fitted by NLL on a handful of
+#: documents follows their few errors: with 6 documents T = 0.06 made test ECE 0.021 -> 0.141. The
+#: simulation in bench/calibration_min_docs.py (bench/results/calibration_min_docs.json) measures how
+#: often a fit on N documents makes the held-out NLL worse than T = 1.
+MIN_CALIBRATION_DOCUMENTS = 50
+
+#: why T is what it is: written to metrics.json as ``val/temperature_reason``
+TEMPERATURE_REASONS = {
+    "fitted": "fitted",
+    "too_few_documents": f"kept at 1: fewer than {MIN_CALIBRATION_DOCUMENTS} validation documents",
+    "all_correct": "kept at 1: every validation document is predicted right, so no temperature can be fitted",
+    "at_bound": "kept at 1: the fit left the range (1/100, 100), as for a model no better than chance",
+    "nll_not_lower": "kept at 1: the fitted temperature did not lower the validation NLL",
+}
 
 #: equal-width confidence bins of the expected calibration error (the paper's and torchmetrics' 15)
 ECE_BINS = 15
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The T that minimises the NLL of ``softmax(logits / T)``; log T is fitted so T stays positive."""
+    """The T that minimises the NLL of ``softmax(logits / T)``; log T is fitted so T stays positive.
+
+    Unclamped: ``choose_temperature`` decides what a T outside ``TEMPERATURE_RANGE`` means."""
     logits, labels = logits.detach().double(), labels.detach().long()
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
@@ -44,8 +62,30 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
         return loss
 
     optimizer.step(nll)
+    return float(log_t.detach().exp())
+
+
+def choose_temperature(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, str]:
+    """(T, why): the fitted T only where it can be trusted, else T = 1.
+
+    Kept at 1 when the validation split has fewer than ``MIN_CALIBRATION_DOCUMENTS`` documents, when every
+    validation document is predicted right (no finite optimum: the NLL keeps falling as T -> 0), when the
+    fit leaves ``TEMPERATURE_RANGE`` (a model at chance: optimum T -> infinity), or when it does not lower
+    the validation NLL.
+    """
+    if len(labels) < MIN_CALIBRATION_DOCUMENTS:
+        return 1.0, "too_few_documents"
+    if bool((logits.argmax(-1) == labels).all()):
+        # the NLL then falls towards 0 as T -> 0: the fit stops wherever its tolerance says
+        return 1.0, "all_correct"
+    temperature = fit_temperature(logits, labels)
     low, high = TEMPERATURE_RANGE
-    return min(max(float(log_t.detach().exp()), low), high)
+    if not low < temperature < high:
+        return 1.0, "at_bound"
+    logits, labels = logits.double(), labels.long()
+    if F.cross_entropy(logits / temperature, labels) >= F.cross_entropy(logits, labels):
+        return 1.0, "nll_not_lower"
+    return temperature, "fitted"
 
 
 def brier_score(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -116,21 +156,25 @@ def check_calibrate(cfg: Any) -> None:
 
 
 def report(stage: str, collector: CollectLogits, module: Any, run_dir: Path, fit: bool = False,
-           checkpoint: str | None = None) -> dict[str, float]:
+           checkpoint: str | None = None) -> dict[str, Any]:
     """ECE/Brier of one evaluated split, before and after scaling; with ``fit`` first fits T on it.
 
     ``reliability.png`` shows the last split reported (test when there is one).
     """
     logits, labels = collector.result()
     collector.logits, collector.labels = [], []
+    reason = None
     if fit:
-        temperature = fit_temperature(logits, labels)
+        temperature, reason = choose_temperature(logits, labels)
         module.model.temperature.fill_(temperature)
         if checkpoint and world()[0] == 0:
             store_temperature(checkpoint, temperature)
-        rank_zero_info(f"Calibration: temperature {temperature:.4f} fitted on {len(labels)} validation documents")
+        what = "fitted" if reason == "fitted" else TEMPERATURE_REASONS[reason]
+        rank_zero_info(f"Calibration: temperature {temperature:.4f} ({what}; {len(labels)} validation documents)")
     temperature = float(module.model.temperature)
-    values = {f"{stage}/{k}": v for k, v in calibration_metrics(logits, labels, temperature).items()}
+    values: dict[str, Any] = {f"{stage}/{k}": v for k, v in calibration_metrics(logits, labels, temperature).items()}
+    if reason is not None:
+        values["val/temperature_reason"] = reason
     if world()[0] == 0:
         curves = {f"T = 1 (ECE {values[f'{stage}/ece_uncalibrated']:.3f})": (logits.softmax(-1), labels),
                   f"T = {temperature:.2f} (ECE {values[f'{stage}/ece']:.3f})": ((logits / temperature).softmax(-1),
