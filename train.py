@@ -8,7 +8,7 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from bigbird_ft.cli import exit_on_unknown_group_option  # noqa: E402
+from bigbird_ft.cli import check_command_line  # noqa: E402
 from bigbird_ft.errors import exit_on_user_error  # noqa: E402
 
 
@@ -21,5 +21,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    exit_on_unknown_group_option(Path(__file__).resolve().parent / "conf")
+    check_command_line("train")
     main()

@@ -112,7 +112,7 @@ def test_predict_missing_checkpoint(tmp_path):
 def test_predict_run_dir_without_checkpoints(tmp_path):
     out = tmp_path / "p.csv"
     result = run_predict(tmp_path, f"run_dir={tmp_path}", f"input={docs(tmp_path)}", f"output={out}")
-    assert_predict_error(result, out, "no checkpoint", "ckpt_path")
+    assert_predict_error(result, out, "no checkpoint", "run_dir")
 
 
 def test_predict_missing_input(tmp_path, trained_run):
@@ -144,7 +144,7 @@ def test_predict_empty_text(tmp_path, trained_run):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "movx"}, {"text": "   "}])
     out = tmp_path / "p.csv"
     result = run_predict(tmp_path, f"run_dir={trained_run}", f"input={path}", f"output={out}")
-    assert_predict_error(result, out, "empty texts", "rows [1]")
+    assert_predict_error(result, out, "empty texts", "(rows 2)")
 
 
 def test_a_crash_while_writing_predictions_leaves_no_output_file(tmp_path, make_classifier, monkeypatch):

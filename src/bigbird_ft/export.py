@@ -17,7 +17,7 @@ import transformers
 from transformers import BigBirdConfig
 
 from .errors import UserError
-from .factory import build_classifier, load_classifier
+from .factory import build_classifier, find_checkpoint, load_classifier
 from .heads import head_class
 from .io_utils import atomic_dir
 from .module import BigBirdClassifier
@@ -114,6 +114,8 @@ def export_hf_model(module: BigBirdClassifier, out_dir: str | Path, onnx_length:
     config = export_config(module)
     if onnx_length is not None:
         check_onnx_length(module, config, onnx_length)
+    # transformers draws a progress bar per saved shard: one line of noise at the end of every run
+    transformers.utils.logging.disable_progress_bar()
     with atomic_dir(out_dir) as tmp:
         if is_stock_exportable(module):
             model = getattr(transformers, config.architectures[0])(config)
@@ -193,12 +195,16 @@ def main(argv: list[str] | None = None) -> None:
     @exit_on_user_error
     def run(args: list[str]) -> None:
         cfg = compose_tool("export", args)
-        checkpoint, target = Path(cfg.ckpt_path), str(cfg.out)  # both read first: a missing one is named
+        target = str(cfg.out)  # read first: a missing one is named
         onnx_length = cfg.onnx_length
         if onnx_length is not None and (isinstance(onnx_length, bool) or not isinstance(onnx_length, int)):
             raise UserError(f"onnx_length={onnx_length} is not a whole number of tokens: fix onnx_length")
-        if not checkpoint.is_file():
-            raise UserError(f"checkpoint not found: {checkpoint}; fix ckpt_path")
+        out_dir = Path(target).expanduser()
+        if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+            # the folder is replaced as a whole (atomically): never a folder that holds anything else
+            raise UserError(f"out={target} exists and is not empty; choose a new out= folder")
+        checkpoint = find_checkpoint(cfg.get("run_dir"), cfg.get("ckpt_path"))
+        print(f"Checkpoint: {checkpoint}")
         module = load_classifier(checkpoint)
         out = export_hf_model(module, target, onnx_length)
         print(f"Exported {checkpoint} to {out}")

@@ -16,10 +16,10 @@ from torch.utils.data import DataLoader
 
 from .data.collate import BlockPaddingCollator
 from .distributed import ddp_job_scope, gather_objects, predict_strategy
-from .documents import join_text_columns, window_starts
+from .documents import join_text_columns, row_numbers, unknown_share, warn_unknown_tokens, window_starts
 from .errors import UserError
 from .evidence import as_column, check_evidence_options, explain, resolve_method, write_html
-from .factory import load_classifier
+from .factory import find_checkpoint, load_classifier
 from .io_utils import atomic_path
 from .module import BigBirdClassifier
 from .training import route_lightning_logs_to_hydra
@@ -38,23 +38,6 @@ def check_writable(output: Path) -> None:
             pass
     except OSError as err:
         raise UserError(f"cannot write to {output.parent} ({err.strerror}); fix output") from None
-
-
-def find_checkpoint(cfg: DictConfig) -> Path:
-    if cfg.get("ckpt_path"):
-        path = Path(cfg.ckpt_path)
-        if not path.is_file():
-            raise UserError(f"checkpoint not found: {path}; fix ckpt_path")
-        return path
-    if not cfg.get("run_dir"):
-        raise UserError("no model given; set run_dir=<a train run dir> or ckpt_path=<file.ckpt>")
-    folder = Path(cfg.run_dir) / "checkpoints"
-    candidates = sorted(p for p in folder.glob("*.ckpt") if p.name != "last.ckpt")
-    if len(candidates) == 1:
-        return candidates[0]
-    if (folder / "last.ckpt").is_file():
-        return folder / "last.ckpt"
-    raise UserError(f"no checkpoint in {folder}; train without debug=fdr, or set ckpt_path")
 
 
 def read_input(path: Path) -> pd.DataFrame:
@@ -106,6 +89,8 @@ def predict(cfg: DictConfig) -> Path:
     output, source = Path(cfg.output), Path(cfg.input)  # both mandatory: read before any model is loaded
     if output.suffix.lower() not in OUTPUT_WRITERS:
         raise UserError(f"unknown output extension '{output.suffix}'; use .csv or .jsonl (output)")
+    if output.expanduser().resolve() == source.expanduser().resolve():
+        raise UserError(f"output={output} is the input file: it would be overwritten; choose another output")
     check_writable(output)
     # every evidence option is checked before the model runs; evidence_html alone means evidence=1
     evidence_k, evidence_html, evidence_window = check_evidence_options(
@@ -113,10 +98,11 @@ def predict(cfg: DictConfig) -> Path:
         cfg.get("evidence_window", 16), cfg.get("evidence_method", "auto"))
     if cfg.get("evidence") is None and evidence_html is None:
         evidence_k = None
-    checkpoint = find_checkpoint(cfg)
+    checkpoint = find_checkpoint(cfg.get("run_dir"), cfg.get("ckpt_path"))
     frame = read_input(source)
     # weights_only: a checkpoint may come from anywhere; ours holds only tensors and primitives
     module = load_classifier(checkpoint)
+    print(f"Checkpoint: {checkpoint}")
     module.eval()
     data_hp = module.hparams.data or {}
     # windows over long documents share this many tokens: set here or handed on from training
@@ -148,10 +134,17 @@ def predict(cfg: DictConfig) -> Path:
     texts = [join_text_columns(rec, columns, separator) for rec in frame[columns].to_dict("records")]
     empty = [i for i, t in enumerate(texts) if not t.strip()]
     if empty:
-        raise UserError(f"{len(empty)} empty texts in {cfg.input} (rows {empty[:5]}); remove them from input")
+        where = "lines" if Path(cfg.input).suffix.lower() == ".txt" else "rows"
+        raise UserError(f"{len(empty)} empty texts in {cfg.input} ({where} {row_numbers(empty)}); "
+                        "remove them from input")
 
     max_length = int(cfg.get("max_length") or data_hp.get("max_length", 4096))
     features = encode_documents(texts, module, max_length, cfg.long_docs, stride)
+    shares = [0.0] * len(texts)
+    for feature in features:  # over what the model reads: the largest share among a document's windows
+        share = unknown_share(feature["input_ids"], module.tokenizer.unk_token_id)
+        shares[feature["row"]] = max(shares[feature["row"]], share)
+    warn_unknown_tokens(shares, texts, f"documents in {source}")
     # sorted by length so each batch pads little; rows are restored to input order below
     features.sort(key=lambda f: len(f["input_ids"]))
     batch_size = int(cfg.get("batch_size") or data_hp.get("eval_batch_size", 8))

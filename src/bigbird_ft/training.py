@@ -24,7 +24,7 @@ from .distributed import ddp_job_scope, one_process_at_a_time
 from .encoder import make_encoder_config
 from .errors import UserError
 from .export import export_hf_model
-from .factory import build_classifier, load_classifier
+from .factory import build_classifier, find_checkpoint, load_classifier
 from .instantiate import instantiate_callbacks, instantiate_loggers
 from .io_utils import write_json_atomic
 from .module import BigBirdClassifier
@@ -90,6 +90,29 @@ def check_backend_device(cfg: DictConfig) -> None:
             f"attention={cfg.attention.name} cannot train on CPU (no backward pass there); "
             "set attention=block_sparse, or trainer=gpu on a GPU machine"
         )
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """Settings that would train nothing, or need hardware that is not there, fail before data is read."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(f"trainer.accelerator={accelerator} but no GPU is found here; set trainer=cpu (or trainer=default)")
+    if not cfg.get("train", True):
+        return
+    if cfg.trainer.get("max_epochs") == 0 or cfg.trainer.get("max_steps") == 0:
+        raise UserError("trainer.max_epochs=0 (or max_steps=0) trains nothing; set it to at least 1, or evaluate a "
+                        "checkpoint with train=false ckpt_path=...")
+
+
+def check_run_dir(cfg: DictConfig) -> None:
+    """A run dir that already holds a run's checkpoints is not reused: the two runs' files would mix
+    (``last-v1.ckpt`` beside ``last.ckpt``, metrics.json and hf_model/ of the second one only)."""
+    if not cfg.get("train", True) or cfg.get("ckpt_path"):
+        return
+    folder = Path(cfg.paths.output_dir) / "checkpoints"
+    if folder.is_dir() and any(folder.glob("*.ckpt")):
+        raise UserError(f"{folder.parent} already holds a run's checkpoints; choose a new hydra.run.dir, or "
+                        f"resume that run with ckpt_path={folder.parent}")
 
 
 def check_precision(cfg: DictConfig) -> None:
@@ -177,6 +200,8 @@ def train(cfg: DictConfig) -> float | None:
     L.seed_everything(int(cfg.seed), workers=True)
 
     rank_zero_info(f"Loading data <{cfg.data._target_}>")
+    check_trainer(cfg)
+    check_run_dir(cfg)
     check_backend_device(cfg)
     check_precision(cfg)
     check_problem_type(cfg)
@@ -188,7 +213,7 @@ def train(cfg: DictConfig) -> float | None:
     eval_only = not cfg.get("train", True)
     if eval_only and not cfg.get("ckpt_path"):
         raise UserError("train=false evaluates a checkpoint; set ckpt_path=<file.ckpt>")
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), resume=not eval_only)
     if eval_only and ckpt_path in ("last", "best", "hpc"):
         raise UserError(f"train=false needs a checkpoint file or run dir, not ckpt_path={ckpt_path}")
     # every DDP rank runs this: the first one generates data, trains the tokenizer and fills the
@@ -230,7 +255,7 @@ def train(cfg: DictConfig) -> float | None:
     for logger in trainer.loggers:
         logger.log_hyperparams(container(cfg))
 
-    metrics: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
     if not eval_only:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(scalar_metrics(trainer.callback_metrics))
@@ -274,24 +299,20 @@ def train(cfg: DictConfig) -> float | None:
     return None
 
 
-def resolve_ckpt_path(value: str | None) -> str | None:
-    """``last``/``best`` go to Lightning as they are; a run dir means its ``checkpoints/last.ckpt``."""
+def resolve_ckpt_path(value: str | None, resume: bool) -> str | None:
+    """``last``/``best``/``hpc`` go to Lightning as they are; a file or run dir through ``find_checkpoint``."""
     if not value or value in ("last", "best", "hpc"):
         return value or None
-    path = Path(value).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}; fix ckpt_path (a .ckpt file, a run dir, or last)")
-    return str(path)
+    return str(find_checkpoint(ckpt_path=value, resume=resume))
 
 
 @rank_zero_only
-def write_outputs(cfg: DictConfig, module: BigBirdClassifier, metrics: dict[str, float], output_dir: Path) -> None:
+def write_outputs(cfg: DictConfig, module: BigBirdClassifier, metrics: dict[str, Any], output_dir: Path) -> None:
     # val/test only: throughput and learning-rate values differ run to run even with one seed
     write_json_atomic(
         output_dir / "metrics.json", {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))}
     )
-    rank_zero_info("Metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+    rank_zero_info("Metrics: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in sorted(metrics.items())))
     if cfg.get("export", True):
         export_hf_model(module, output_dir / "hf_model")
