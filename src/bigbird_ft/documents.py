@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_LISTED_ROWS = 10
+#: a document whose tokens are mostly the tokenizer's unknown token is one the model cannot read
+MOSTLY_UNKNOWN = 0.5
 
 
 def row_numbers(indices: Sequence[int]) -> str:
@@ -32,6 +34,27 @@ def row_numbers(indices: Sequence[int]) -> str:
     shown = ", ".join(str(i + 1) for i in indices[:MAX_LISTED_ROWS])
     more = f" and {len(indices) - MAX_LISTED_ROWS} more" if len(indices) > MAX_LISTED_ROWS else ""
     return f"{shown}{more}"
+
+
+def unknown_share(ids: Sequence[int], unknown_id: int | None) -> float:
+    """The share of a document's token ids that are the unknown token (special tokens included)."""
+    if unknown_id is None or not ids:
+        return 0.0
+    return sum(1 for i in ids if i == unknown_id) / len(ids)
+
+
+def warn_unknown_tokens(shares: Sequence[float], texts: Sequence[str], what: str) -> str | None:
+    """One warning line about the documents the tokenizer maps mostly to its unknown token (another
+    script, binary junk): their predictions mean nothing, and nothing else would say so."""
+    bad = [i for i, share in enumerate(shares) if share > MOSTLY_UNKNOWN]
+    if not bad:
+        return None
+    first = " ".join(str(texts[bad[0]]).split())[:40]
+    line = (f"{len(bad)} of {len(shares)} {what} are mostly unknown tokens to the tokenizer (unknown-token share "
+            f"up to {max(shares[i] for i in bad):.0%}; the first: {first!r}): another script or binary junk "
+            "the model cannot read; check the text column, or use a model whose tokenizer covers this text")
+    log.warning(line)
+    return line
 
 
 def join_text_columns(example: dict[str, Any], columns: Sequence[str], separator: str) -> str:

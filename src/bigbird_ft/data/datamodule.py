@@ -13,10 +13,11 @@ from typing import Any
 
 import datasets
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from ..documents import warn_unknown_tokens
 from ..errors import UserError
 from ..tasks import Task, infer_task, task_for
 from ..tasks.base import document_columns
@@ -25,6 +26,8 @@ from .sampler import LengthBucketBatchSampler, ResumableLoader, rank_sampler
 
 datasets.disable_progress_bars()
 log = logging.getLogger(__name__)
+#: part of the token cache key: bump it when the features a task's encoder writes change
+FEATURES_VERSION = 2
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -60,7 +63,28 @@ def decode_class_labels(ds: datasets.Dataset, column: str) -> datasets.Dataset:
     def decode(batch: dict[str, list]) -> dict[str, list]:
         return {column: [names[i] if i is not None and i >= 0 else None for i in batch[column]]}
 
-    return ds.cast_column(column, datasets.Value("int64")).map(decode, batched=True)
+    # the output type is given: map would otherwise keep int64 and cast names like "0", "1" back to ints
+    return ds.cast_column(column, datasets.Value("int64")).map(
+        decode, batched=True, features=datasets.Features({**ds.features, column: datasets.Value("string")}))
+
+
+def shown_columns(columns: Sequence[str], most: int = 12) -> str:
+    """Column names for a message: the first few, each cut short (a header-less file has data for names)."""
+    names = [str(c) if len(str(c)) <= 30 else f"{str(c)[:27]}..." for c in columns[:most]]
+    more = f" and {len(columns) - most} more" if len(columns) > most else ""
+    return ", ".join(names) + more
+
+
+def column_hint(columns: Sequence[str]) -> str | None:
+    """When the column names themselves show the file was read wrong, the fix is the file, not a key."""
+    if len(columns) == 1 and any(sep in columns[0] for sep in (";", "\t", "|")):
+        return "the file looks separated by ';', tabs or '|', not commas: save it as a comma-separated .csv"
+    if columns and all(str(c).strip().lstrip("-").isdigit() for c in columns):
+        return ("the column names are numbers: a .json file must hold a list of records (or use .jsonl), and a "
+                ".csv needs a header row")
+    if any(len(str(c)) > 60 or len(str(c).split()) > 6 for c in columns):
+        return "the first row looks like data, not column names: add a header row to the file"
+    return None
 
 
 def stratified_split(ds: datasets.Dataset, column: str, test_size: float, seed: int) -> datasets.DatasetDict:
@@ -97,6 +121,10 @@ class TextClassificationDataModule(L.LightningDataModule):
         chunk_stride: int = 128,
     ) -> None:
         super().__init__()
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size or batch_size),
+                           ("max_length", max_length)):
+            if int(value) < 1:
+                raise UserError(f"data.{key}={value} must be at least 1; fix data.{key}")
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
@@ -129,7 +157,8 @@ class TextClassificationDataModule(L.LightningDataModule):
         """Return the raw splits (``train`` required; ``validation``/``test`` optional)."""
         raise NotImplementedError
 
-    def describe_source(self) -> str:
+    def describe_source(self, split: str | None = None) -> str:
+        """Where the data comes from, as the key (and file) a user would fix; ``split``: that split's."""
         return type(self).__name__
 
     def prepare_raw(self) -> None:
@@ -144,9 +173,10 @@ class TextClassificationDataModule(L.LightningDataModule):
             missing = [(c, key) for c, key in columns if c not in ds.column_names]
             if missing:
                 column, key = missing[0]
+                hint = column_hint(ds.column_names)
                 raise UserError(
-                    f"column '{column}' not in the {split} split of {self.describe_source()} "
-                    f"(columns: {', '.join(ds.column_names)}); set {key}"
+                    f"column '{column}' not in the {split} split of {self.describe_source(split)} "
+                    f"(columns: {shown_columns(ds.column_names)}); {hint or f'set {key}'}"
                 )
             if self.task is not None and self.task.per_token:
                 raw[split] = decode_class_labels(ds, self.tags_column)
@@ -176,13 +206,27 @@ class TextClassificationDataModule(L.LightningDataModule):
         )
         for split, ds in raw.items():
             if len(ds) == 0:
-                raise UserError(f"the {split} split of {self.describe_source()} is empty")
+                raise UserError(f"the {split} split of {self.describe_source(split)} is empty")
         self.label_names = task.label_names({split: ds["label"] for split, ds in raw.items()},
-                                            self.describe_source())
+                                            {split: self.describe_source(split) for split in raw})
         if "validation" not in raw:
-            split = self._stratified_split if task.stratified_split else self._random_split
-            raw["train"], raw["validation"] = split(raw["train"])
+            raw["train"], raw["validation"] = self._validation_split(raw["train"], task)
         self.raw = raw
+
+    def _validation_split(self, train: datasets.Dataset, task: Task) -> tuple[datasets.Dataset, datasets.Dataset]:
+        """A seeded validation split of train: stratified where the task allows, else random. A split the
+        data cannot give (too few rows per class) is one line; datasets' own error names neither key."""
+        if not 0 < self.val_fraction < 1:
+            raise UserError(f"data.val_fraction={self.val_fraction} must be between 0 and 1 (exclusive) to cut a "
+                            "validation split from train; fix it or set data.validation_file")
+        split = self._stratified_split if task.stratified_split else self._random_split
+        try:
+            return split(train)
+        except ValueError as err:
+            raise UserError(
+                f"cannot cut a validation split of {self.val_fraction:.0%} from {len(train)} training rows "
+                f"({str(err).splitlines()[0]}); add rows, raise data.val_fraction, or set data.validation_file"
+            ) from None
 
     def _random_split(self, train: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:
         """Seeded validation split of train (multi-label and regression cannot be stratified)."""
@@ -192,7 +236,7 @@ class TextClassificationDataModule(L.LightningDataModule):
     def _check_rows(self, split: str, ds: datasets.Dataset) -> datasets.Dataset:
         """Bad rows end the run with their row numbers: the task knows what its rows hold (before a
         task is inferred: a document task's checks, missing labels and empty texts)."""
-        return (self.task or Task()).check_rows(ds, split, self.describe_source(), self)
+        return (self.task or Task()).check_rows(ds, split, self.describe_source(split), self)
 
     def _stratified_split(self, train: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:
         """Seeded validation split of train that keeps the class proportions."""
@@ -260,7 +304,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         tokenized = {}
         for split, ds in self.raw.items():
             fingerprint = hashlib.sha1(
-                f"{ds._fingerprint}|{tok_key}|{max_length}|{sorted(label2id.items())}|{self.problem_type}"
+                f"{FEATURES_VERSION}|{ds._fingerprint}|{tok_key}|{max_length}|{sorted(label2id.items())}|{self.problem_type}"
                 f"{'|' + str(self.chunk_stride) if self.task.per_token else ''}".encode()
             ).hexdigest()[:16]
             tokenized[split] = ds.map(
@@ -273,6 +317,13 @@ class TextClassificationDataModule(L.LightningDataModule):
                 desc=f"tokenizing {split}",
             )
         self.tokenized = datasets.DatasetDict(tokenized)
+        train = self.tokenized["train"]
+        if "unknown_share" in train.column_names:  # document tasks
+            rank_zero_only(warn_unknown_tokens)(train["unknown_share"], self.raw["train"]["text"], "training documents")
+            cut = sum(1 for length in train["length"] if length >= max_length)
+            if cut:
+                rank_zero_info(f"{cut} of {len(train)} training documents are longer than data.max_length={max_length} "
+                               "tokens and are cut to it")
         # a cache hit (same data fingerprint, tokenizer and max_length) shows as a near-zero time
         files = self.tokenized["train"].cache_files
         log.info("token ids ready in %.2fs (%s)", time.perf_counter() - started,

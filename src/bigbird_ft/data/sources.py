@@ -46,7 +46,7 @@ class GeneratedDataModule(TextClassificationDataModule):
         self.spec = self.spec_class(**spec)
         self.generated_dir = Path(generated_dir)
 
-    def describe_source(self) -> str:
+    def describe_source(self, split: str | None = None) -> str:
         return f"data={self.option} ({self.generated_dir}/{self.prefix}-{self.spec.key()})"
 
     def load_splits(self) -> datasets.DatasetDict:
@@ -83,8 +83,9 @@ class FilesDataModule(TextClassificationDataModule):
         super().__init__(**kwargs)
         self.files = {"train": train_file, "validation": validation_file, "test": test_file}
 
-    def describe_source(self) -> str:
-        return f"data.train_file={self.files['train']}"
+    def describe_source(self, split: str | None = None) -> str:
+        split = split if split in self.files and self.files[split] else "train"
+        return f"data.{split}_file={self.files[split]}"
 
     def load_splits(self) -> datasets.DatasetDict:
         if not self.files["train"]:
@@ -95,6 +96,8 @@ class FilesDataModule(TextClassificationDataModule):
                 continue
             path = Path(name).expanduser()
             key = f"data.{split}_file"
+            if path.is_dir():
+                raise UserError(f"{path} is a folder, not a file; set {key} to a csv/json/jsonl/parquet file in it")
             if not path.is_file():
                 raise UserError(f"file not found: {path}; fix {key}")
             loader = FILE_LOADERS.get(path.suffix.lower())
@@ -105,12 +108,18 @@ class FilesDataModule(TextClassificationDataModule):
             if path.stat().st_size == 0:
                 raise UserError(f"file is empty: {path}; fix {key}")
             check_file(path, key)
+            # csv: only an empty cell is missing; pandas' default would also read a class named "NA",
+            # "N/A", "null" or "nan" as a missing label
+            options = {"keep_default_na": False, "na_values": [""]} if loader == "csv" else {}
             try:
                 splits[split] = datasets.load_dataset(
-                    loader, data_files=str(path), split="train", cache_dir=str(self.cache_dir / "datasets")
+                    loader, data_files=str(path), split="train", cache_dir=str(self.cache_dir / "datasets"),
+                    **options,
                 )
             except Exception as err:  # datasets wraps parser errors in several types
                 reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                if "corresponds to no data" in reason:
+                    raise UserError(f"{path} has no data rows (a header only?); fix {key}") from None
                 raise UserError(f"cannot read {path} ({reason}); fix {key}") from None
         return datasets.DatasetDict(splits)
 
@@ -133,7 +142,7 @@ class HubDataModule(TextClassificationDataModule):
         # our split -> the hub split; a missing validation split is cut from train (data.val_fraction)
         self.splits = dict(splits or {"train": "train", "validation": "validation", "test": "test"})
 
-    def describe_source(self) -> str:
+    def describe_source(self, split: str | None = None) -> str:
         config = f", data.config_name={self.config_name}" if self.config_name else ""
         return f"data.name={self.name}{config}"
 
@@ -221,7 +230,7 @@ class HyperpartisanDataModule(TextClassificationDataModule):
         super().__init__(**kwargs)
         self.dir = Path(dir)
 
-    def describe_source(self) -> str:
+    def describe_source(self, split: str | None = None) -> str:
         return f"data.dir={self.dir}"
 
     def load_splits(self) -> datasets.DatasetDict:
@@ -251,7 +260,7 @@ class PepsDataModule(TextClassificationDataModule):
         self.dir = Path(dir)
         self.test_fraction = float(test_fraction)
 
-    def describe_source(self) -> str:
+    def describe_source(self, split: str | None = None) -> str:
         return f"data.dir={self.dir}"
 
     def load_splits(self) -> datasets.DatasetDict:

@@ -7,15 +7,18 @@ output columns. Adding a problem type = one module here + ``register_task`` + it
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torchmetrics import Metric, MetricCollection
 
 from ..errors import UserError
+
+log = logging.getLogger(__name__)
 
 #: per-label loss weights under ``model.``; each belongs to the one task whose ``weight_key`` it is
 WEIGHT_KEYS = ("class_weights", "pos_weight")
@@ -90,10 +93,13 @@ class Task:
         """A batched ``datasets.map`` function: normalised rows -> model features (one per document)."""
         encode_label = self.label_encoder(label2id)
 
+        from ..documents import unknown_share
+
         def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
             enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
             return {"input_ids": enc["input_ids"], "labels": [encode_label(label) for label in batch["label"]],
-                    "row": indices, "length": [len(ids) for ids in enc["input_ids"]]}
+                    "row": indices, "length": [len(ids) for ids in enc["input_ids"]],
+                    "unknown_share": [unknown_share(ids, tokenizer.unk_token_id) for ids in enc["input_ids"]]}
 
         return encode
 
@@ -129,19 +135,23 @@ class Task:
         """The label names used in one split's normalised label column."""
         return {str(v) for v in column}
 
-    def label_names(self, splits: Mapping[str, Sequence[Any]], source: str) -> list[str]:
-        """Sorted training label names; an evaluation label unseen in train is an error."""
+    def label_names(self, splits: Mapping[str, Sequence[Any]], sources: Mapping[str, str]) -> list[str]:
+        """Sorted training label names; an evaluation label unseen in train is an error.
+
+        ``sources``: each split's origin as the key a user would fix (``data.test_file=...``).
+        """
         names = sort_labels(self.label_sets(splits["train"]))
         if len(names) < self.min_train_labels:
             found = names[0] if names else "none"
             raise UserError(f"the training labels hold one class only ({found}); check data.label_column")
+        warn_near_duplicate_labels(names)
         for split in ("validation", "test"):
             if split in splits:
                 unseen = sorted(self.label_sets(splits[split]) - set(names))
                 if unseen:
                     raise UserError(
                         f"labels {unseen} appear in the {split} split but not in train "
-                        f"(train labels: {names}); fix {source}"
+                        f"(train labels: {names}); fix {sources[split]}"
                     )
         return names
 
@@ -268,6 +278,21 @@ def balanced_weights(counts: Sequence[float]) -> list[float]:
 def document_columns(datamodule: Any) -> list[tuple[str, str]]:
     """The text columns and the label column: what a document task reads (and inference needs)."""
     return [*((c, "data.text_column") for c in datamodule.text_columns), (datamodule.label_column, "data.label_column")]
+
+
+@rank_zero_only
+def warn_near_duplicate_labels(names: Sequence[str]) -> None:
+    """Labels equal but for case or surrounding / repeated whitespace ("NEGATIVE ", "negative") become
+    separate classes, which is almost never what the data meant: one warning line names them (kept
+    apart, since a user may mean them apart)."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(" ".join(name.split()).casefold(), []).append(name)
+    clashes = [group for group in groups.values() if len(group) > 1]
+    if clashes:
+        shown = "; ".join(" / ".join(repr(n) for n in group) for group in clashes)
+        log.warning(f"labels that differ only by case or whitespace are separate classes: {shown}; "
+                    "clean the label column if they are one class")
 
 
 def sort_labels(values: set[Any]) -> list[str]:

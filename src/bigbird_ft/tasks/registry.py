@@ -41,6 +41,13 @@ def infer_task(feature: Any, values: Sequence[Any], label_separator: str | None)
 
     if isinstance(feature, datasets.List | datasets.Sequence | datasets.LargeList) or label_separator:
         return task_for("multi_label_classification")
+    texts = [v.strip() for v in values if isinstance(v, str)]
+    if texts and all(t.startswith("[") and t.endswith("]") for t in texts):
+        # a CSV cannot hold lists: '["neg", "other"]' would silently become one class per combination
+        raise UserError(
+            f"the labels look like lists written as text ({texts[0]}); a csv cannot hold lists: give a json, jsonl "
+            "or parquet file with list labels, or join each row's labels with '|' and set data.label_separator='|'"
+        )
     dtype = getattr(feature, "dtype", "")
     if dtype.startswith("float") and any(v is not None and float(v) != int(float(v)) for v in values):
         return task_for("regression")

@@ -42,7 +42,7 @@ class Regression(Task):
 
         return to_float
 
-    def label_names(self, splits: Mapping[str, Sequence[Any]], source: str) -> list[str]:
+    def label_names(self, splits: Mapping[str, Sequence[Any]], sources: Mapping[str, str]) -> list[str]:
         return [REGRESSION_LABEL]
 
     def label_encoder(self, label2id: Mapping[str, int]) -> Callable[[Any], Any]:
