@@ -4,11 +4,13 @@ PIP := .venv/bin/pip
 .PHONY: setup train test test-fast lint clean
 
 # The venv is created once; torch is pinned first so that the CPU build on local disk is used
-# and no open range can pull a multi-GB CUDA build.
+# and no open range can pull a multi-GB CUDA build. A CUDA build: make setup TORCH_INDEX=<the
+# PyTorch wheel index for your CUDA version, e.g. https://download.pytorch.org/whl/cu128>.
+TORCH_INDEX ?=
 .venv/.installed: pyproject.toml
 	test -d .venv || python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -q -e ".[dev,bench,onnx,pretrained]"
 	touch .venv/.installed
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import bigbird_ft  # noqa: F401  (registers the configs' resolvers for tests that compose configs)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 PYTHON = sys.executable
@@ -66,6 +68,8 @@ def tiny_overrides(tmp: Path, **extra: object) -> list[str]:
     """Overrides that shrink the default experiment to a seconds-long CPU run inside ``tmp``."""
     cache_root = SESSION_CACHE.get("root", tmp)
     values: dict[str, object] = {
+        # named: data=files / data=hub would otherwise pick the pretrained MiniLM
+        "model": "bigbird_tiny",
         "data.spec.num_train": 48,
         "data.spec.num_validation": 16,
         "data.spec.num_test": 16,

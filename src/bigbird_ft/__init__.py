@@ -1,5 +1,7 @@
 """bigbird_ft: fine-tune BigBird long-document classifiers with Lightning + Hydra."""
 
+from . import resolvers  # noqa: F401  (the configs' ${pretrained_or_scratch:...})
+
 __version__ = "0.1.0"
 
 
