@@ -15,7 +15,7 @@ from bigbird_ft.errors import exit_on_user_error  # noqa: E402
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    from bigbird_ft.prediction import predict
+    from bigbird_ft.inference.predict import predict
 
     predict(cfg)
 

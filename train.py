@@ -15,7 +15,11 @@ from bigbird_ft.errors import exit_on_user_error  # noqa: E402
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    from bigbird_ft.training import train
+    if cfg.get("task") is not None:  # the former spelling of python pretrain.py
+        from bigbird_ft.training.pretrain import pretrain_from_train_config
+
+        return pretrain_from_train_config(cfg)
+    from bigbird_ft.training.run import train
 
     return train(cfg)
 

@@ -227,11 +227,15 @@ def attention_roofline(backend_name: str, backend: Any, encoder: Any, ids: Any, 
 
     query, key, value = projection(), projection(), projection()
     sparse = backend_name in ("block_sparse", "hf_block_sparse", "flex") and length > backend.min_sparse_length()
-    if hasattr(layer, "attend"):
+    if hasattr(layer, "attend_sparse"):
+        from bigbird_ft.attention.patched import dense_attention
+
         ctx = backend.make_context(encoder, ids, mask)
 
         def core() -> Any:
-            return layer.attend(query, key, value, ctx, dropout)
+            if ctx.sparse:
+                return layer.attend_sparse(query, key, value, ctx, dropout)
+            return dense_attention(query, key, value, ctx, dropout)
     elif backend_name == "hf_block_sparse":
         blocked, band, from_mask, to_mask = BigBirdModel.create_masks_for_block_sparse_attn(
             mask.to(dtype), config.block_size)

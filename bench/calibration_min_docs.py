@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bigbird_ft.calibration import MIN_CALIBRATION_DOCUMENTS, TEMPERATURE_RANGE, fit_temperature
+from bigbird_ft.training.calibration import MIN_CALIBRATION_DOCUMENTS, TEMPERATURE_RANGE, fit_temperature
 
 
 def draw(n: int, scale: float, true_t: float, classes: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:

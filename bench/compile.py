@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from bigbird_ft.model import build_model
+from bigbird_ft.models.network import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL = 1.25

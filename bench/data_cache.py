@@ -25,7 +25,7 @@ SHARED = ROOT.parent / "shared"
 def one_setup(data: str, max_length: int, cache_dir: str) -> dict[str, float]:
     """Runs in the child process: the same steps as train() before the Trainer."""
     from bigbird_ft.data.sources import HyperpartisanDataModule, PepsDataModule
-    from bigbird_ft.data.tokenization import resolve_tokenizer
+    from bigbird_ft.models.tokenizer import resolve_tokenizer
 
     started = time.perf_counter()
     if data == "hyperpartisan":

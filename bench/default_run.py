@@ -96,8 +96,8 @@ def evidence_reach_at_init(run_dir: Path, head: str, seed: int, docs: int = 16) 
     passes it to one token per feature, so this is how often that token is part of the evidence.
     """
     from bigbird_ft.data.synthetic import evidence_token_start
-    from bigbird_ft.factory import build_classifier
-    from bigbird_ft.module import BigBirdClassifier
+    from bigbird_ft.models.classifier import BigBirdClassifier
+    from bigbird_ft.models.factory import build_classifier
 
     ckpt = next(p for p in sorted((run_dir / "checkpoints").glob("*.ckpt")) if p.name != "last.ckpt")
     trained = BigBirdClassifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)

@@ -58,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from bigbird_ft.data.synthetic import evidence_cut_by_truncation
-    from bigbird_ft.module import BigBirdClassifier
+    from bigbird_ft.models.classifier import BigBirdClassifier
 
     run_dir = args.workdir / "run"
     started = time.perf_counter()

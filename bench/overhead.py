@@ -77,7 +77,7 @@ def build_ours(cfg) -> Any:
     """Our module as build_module makes it, with a fixed vocabulary instead of a trained tokenizer."""
     from omegaconf import OmegaConf
 
-    from bigbird_ft.factory import build_classifier
+    from bigbird_ft.models.factory import build_classifier
 
     container = OmegaConf.to_container(cfg, resolve=True)
     model = container["model"]
@@ -151,7 +151,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
 
     if name == "ours":
-        from bigbird_ft.instantiate import instantiate_callbacks, instantiate_loggers
+        from bigbird_ft.config import instantiate_all
 
         class StepEnds(L.Callback):
             def __init__(self) -> None:
@@ -163,8 +163,8 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 self.ends.append(time.perf_counter())
 
         step_ends = StepEnds()
-        trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[*instantiate_callbacks(cfg.callbacks), step_ends],
-                                          logger=instantiate_loggers(cfg.logger), use_distributed_sampler=False)
+        trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[*instantiate_all(cfg.callbacks), step_ends],
+                                          logger=instantiate_all(cfg.logger), use_distributed_sampler=False)
         loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
         trainer.fit(module, train_dataloaders=loader)
         ends = step_ends.ends

@@ -29,9 +29,9 @@ from transformers import DataCollatorWithPadding
 from bigbird_ft.data.collate import BlockPaddingCollator
 from bigbird_ft.data.sampler import LengthBucketBatchSampler
 from bigbird_ft.data.sources import HyperpartisanDataModule
-from bigbird_ft.data.tokenization import resolve_tokenizer
-from bigbird_ft.factory import build_classifier
-from bigbird_ft.module import BigBirdClassifier
+from bigbird_ft.models.classifier import BigBirdClassifier
+from bigbird_ft.models.factory import build_classifier
+from bigbird_ft.models.tokenizer import resolve_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -115,7 +115,7 @@ def run_script(script: str, args: list[str], timeout: int = 600, env: dict | Non
 def tiny_tokenizer(tmp_path_factory):
     """A SentencePiece tokenizer trained on a small generated corpus (cached per session)."""
     from bigbird_ft.data.synthetic import SyntheticCorpus, SyntheticSpec
-    from bigbird_ft.data.tokenization import resolve_tokenizer
+    from bigbird_ft.models.tokenizer import resolve_tokenizer
 
     spec = SyntheticSpec(min_words=60, max_words=300)
     rows = SyntheticCorpus(spec).split("train", 40)
@@ -143,7 +143,7 @@ TINY_MODEL = {
 @pytest.fixture
 def make_classifier(tiny_tokenizer):
     """Build a tiny BigBirdClassifier with the given backend and head."""
-    from bigbird_ft.factory import build_classifier
+    from bigbird_ft.models.factory import build_classifier
 
     def factory(attention: str = "hf_block_sparse", head: str = "cls", num_labels: int = 3, **head_opts):
         return build_classifier(

@@ -42,7 +42,7 @@ def test_the_lightning_module_stays_small():
 
 def test_a_checkpoint_of_the_old_layout_still_loads(tiny_tokenizer, tmp_path):
     """Before model.py the module held encoder/head itself: keys without the ``model.`` prefix."""
-    from bigbird_ft.module import BigBirdClassifier
+    from bigbird_ft.models.classifier import BigBirdClassifier
 
     from .test_module import save_checkpoint
     from .tiny_module import build_tiny

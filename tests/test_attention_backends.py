@@ -495,7 +495,7 @@ def test_block_sparse_matches_hf_long(length: int, training: bool) -> None:
 def test_encoder_config_fuses_gelu_new_and_keeps_the_function() -> None:
     """make_encoder_config swaps HF's 5-op gelu_new for the fused gelu_pytorch_tanh (same tanh
     approximation): same hidden states, and any other activation is left alone."""
-    from bigbird_ft.encoder import make_encoder_config
+    from bigbird_ft.models.encoder import make_encoder_config
 
     class Vocab:
         pad_token_id, cls_token_id, sep_token_id = 0, 2, 3

@@ -152,13 +152,12 @@ def test_a_crash_while_writing_predictions_leaves_no_output_file(tmp_path, make_
     and an older output file is kept as it was (writing straight to ``output`` fails all three)."""
     import pandas as pd
     import torch
-    from omegaconf import OmegaConf
 
-    from bigbird_ft.prediction import write_predictions
+    from bigbird_ft.inference.predict import Request, write_predictions
 
     module = make_classifier(num_labels=2)
     frame = pd.DataFrame({"id": range(100), "text": ["x"] * 100})
-    logits = torch.randn(100, 2)
+    columns = module.task.prediction_columns(module.outputs(torch.randn(100, 2)), module.id2label, 0.5)
     real_to_csv = pd.DataFrame.to_csv
 
     def dies_halfway(self, path, **kwargs):
@@ -171,7 +170,7 @@ def test_a_crash_while_writing_predictions_leaves_no_output_file(tmp_path, make_
         if existing:
             out.write_text(existing)
         with pytest.raises(MemoryError):
-            write_predictions(frame, logits, module, OmegaConf.create({"id_column": "id"}), out)
+            write_predictions(frame, columns, "id", Request(tmp_path / "in.csv", out))
         assert (out.read_text() if out.exists() else None) == existing
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 

@@ -13,7 +13,7 @@ from .conftest import TINY_MODEL, run_script, tiny_overrides
 @pytest.mark.slow
 @pytest.mark.parametrize("attention", ["block_sparse", "sdpa"])
 def test_compiled_logits_match_eager(tiny_tokenizer, attention):
-    from bigbird_ft.factory import build_classifier
+    from bigbird_ft.models.factory import build_classifier
 
     def build(compile_: bool):
         torch.manual_seed(0)
@@ -47,7 +47,7 @@ def test_a_compiled_run_trains(tmp_path):
 def test_compiled_network_has_no_graph_break(attention):
     """The whole network is one graph: block_sparse's CPU kernel is an opaque custom op, and the
     all-valid shortcut (a data-dependent branch) is skipped while compiling."""
-    from bigbird_ft.model import build_model
+    from bigbird_ft.models.network import build_model
 
     encoder = {**TINY_MODEL["config"], "vocab_size": 400, "max_position_embeddings": 512, "block_size": 16,
                "num_random_blocks": 2, "attention_type": "original_full", "attention_probs_dropout_prob": 0.1}

@@ -51,13 +51,13 @@ def test_contract_keys_exist():
 
 @pytest.mark.parametrize("trainer", ["default", "cpu"])
 def test_trainer_callbacks_and_loggers_instantiate(trainer, tmp_path):
-    from bigbird_ft.instantiate import instantiate_callbacks, instantiate_loggers
+    from bigbird_ft.config import instantiate_all
 
     cfg = compose_train([f"trainer={trainer}", f"paths.output_dir={tmp_path}", "callbacks=early_stopping"])
-    callbacks = instantiate_callbacks(cfg.callbacks)
+    callbacks = instantiate_all(cfg.callbacks)
     names = {type(c).__name__ for c in callbacks}
     assert names == {"ModelCheckpoint", "RichProgressBar", "LearningRateMonitor", "EarlyStopping"}
-    loggers = instantiate_loggers(cfg.logger)
+    loggers = instantiate_all(cfg.logger)
     built = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     assert built.max_epochs == cfg.trainer.max_epochs
 

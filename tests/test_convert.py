@@ -1,4 +1,4 @@
-"""Warm-starting BigBird from BERT / RoBERTa checkpoints (bigbird_ft.convert)."""
+"""Warm-starting BigBird from BERT / RoBERTa checkpoints (bigbird_ft.models.convert)."""
 
 from __future__ import annotations
 
@@ -24,11 +24,12 @@ from transformers import (
     T5Model,
 )
 
-from bigbird_ft.convert import convert, main, resolve_pretrained
-from bigbird_ft.encoder import make_encoder_config
 from bigbird_ft.errors import UserError
-from bigbird_ft.factory import build_classifier
-from bigbird_ft.module import BigBirdClassifier
+from bigbird_ft.models.classifier import BigBirdClassifier
+from bigbird_ft.models.convert import convert, main
+from bigbird_ft.models.encoder import make_encoder_config
+from bigbird_ft.models.factory import build_classifier
+from bigbird_ft.models.pretrained import resolve_pretrained
 
 from .conftest import PYTHON, in_ci, run_script, tiny_overrides
 

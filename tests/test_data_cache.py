@@ -7,19 +7,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bigbird_ft.data.datamodule import TextClassificationDataModule
+from bigbird_ft.data.datamodule import DocumentDataModule
 from bigbird_ft.data.sources import (
     FilesDataModule,
     HyperpartisanDataModule,
     PepsDataModule,
     SyntheticDataModule,
 )
-from bigbird_ft.data.tokenization import resolve_tokenizer
+from bigbird_ft.models.tokenizer import resolve_tokenizer
 
 from .conftest import shared_path
 
 
-def _tokenized_twice(make, tokenizer, monkeypatch) -> tuple[TextClassificationDataModule, TextClassificationDataModule]:
+def _tokenized_twice(make, tokenizer, monkeypatch) -> tuple[DocumentDataModule, DocumentDataModule]:
     first = make()
     first.prepare_raw()
     first.attach_tokenizer(tokenizer)

@@ -22,7 +22,7 @@ def test_training_step_logs_pad_efficiency(make_classifier, monkeypatch):
 
 def test_fit_logs_real_tokens_per_second(make_classifier, tmp_path):
     """The module brings Lightning's ThroughputMonitor, counting unpadded tokens as its items."""
-    from bigbird_ft.callbacks import THROUGHPUT_WINDOW
+    from bigbird_ft.training.callbacks import THROUGHPUT_WINDOW
 
     module = make_classifier(attention="hf_full", num_labels=2)
     mask = torch.ones(2, 64, dtype=torch.long)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bigbird_ft.data.synthetic import SyntheticCorpus, SyntheticSpec
-from bigbird_ft.data.tokenization import resolve_tokenizer
 from bigbird_ft.errors import UserError
+from bigbird_ft.models.tokenizer import resolve_tokenizer
 
 from .conftest import shared_path
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bigbird_ft.estimate import eval_batches, linear_in_tokens, padded_shapes, pick
+from bigbird_ft.training.estimate import eval_batches, linear_in_tokens, padded_shapes, pick
 
 from .conftest import run_script, tiny_overrides
 

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from bigbird_ft.evidence import best_spans, document_windows, token_scores
+from bigbird_ft.data.inputs import InputSpec
+from bigbird_ft.inference.evidence import best_spans, document_windows, token_scores
 
 from .conftest import in_ci, run_script, tiny_overrides
 
@@ -42,7 +43,7 @@ def test_best_spans_are_the_top_non_overlapping_windows_as_exact_character_spans
 
 def test_chunked_windows_cover_every_token(tiny_tokenizer):
     text = " ".join(["lorem ipsum dolor sit amet"] * 80)
-    offsets, inputs, starts = document_windows(tiny_tokenizer, text, max_length=64, long_docs="chunk", stride=16)
+    offsets, inputs, starts = document_windows(tiny_tokenizer, text, InputSpec(max_length=64, pad_to_multiple_of=16, stride=16), "chunk")
     covered = set()
     for x, start in zip(inputs, starts, strict=True):
         assert len(x) <= 64 and x[0] == tiny_tokenizer.cls_token_id and x[-1] == tiny_tokenizer.sep_token_id
@@ -175,14 +176,14 @@ def test_bad_evidence_options_are_one_line_and_write_nothing(documents, tmp_path
 def test_every_backend_and_head_gives_finite_nonzero_scores(make_classifier, tiny_tokenizer, attention, head):
     module = make_classifier(attention, head).eval()
     text = "the quick brown fox jumps over the lazy dog " * 30
-    offsets, inputs, starts = document_windows(tiny_tokenizer, text, max_length=256, long_docs="chunk", stride=32)
+    offsets, inputs, starts = document_windows(tiny_tokenizer, text, InputSpec(max_length=256, pad_to_multiple_of=16, stride=32), "chunk")
     scores = token_scores(module, inputs, starts, len(offsets), "mean")
     assert scores.shape == (len(offsets),) and torch.isfinite(scores).all() and scores.abs().sum() > 0
 
 
 def test_pooling_evidence_is_the_attention_heads_weights_and_needs_that_head(make_classifier, tiny_tokenizer):
     from bigbird_ft.errors import UserError
-    from bigbird_ft.evidence import resolve_method
+    from bigbird_ft.inference.evidence import resolve_method
 
     module = make_classifier("hf_full", "attention").eval()
     ids = tiny_tokenizer("the quick brown fox jumps over the lazy dog " * 5)["input_ids"]

@@ -54,7 +54,7 @@ def test_debug_overfit_learns_its_two_batches(tmp_path):
 def test_a_checkpoint_runs_with_another_backend(make_classifier, tmp_path):
     """Backends share parameter names: a block_sparse checkpoint loads under hf_block_sparse with the
     same outputs (eval mode, random_blocks=hf reproduces HF's plan), at a block-sparse length."""
-    from bigbird_ft.module import BigBirdClassifier
+    from bigbird_ft.models.classifier import BigBirdClassifier
 
     module = make_classifier(attention="block_sparse").eval()
     save_checkpoint(module, tmp_path / "m.ckpt")
@@ -74,8 +74,8 @@ class NotATensor:
 
 def test_weights_only_refuses_a_pickled_object(make_classifier, tmp_path):
     from bigbird_ft.errors import UserError
-    from bigbird_ft.factory import load_classifier
-    from bigbird_ft.module import BigBirdClassifier
+    from bigbird_ft.models.classifier import BigBirdClassifier
+    from bigbird_ft.models.factory import load_classifier
 
     save_checkpoint(make_classifier(), tmp_path / "m.ckpt")
     checkpoint = torch.load(tmp_path / "m.ckpt", map_location="cpu", weights_only=True)

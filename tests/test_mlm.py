@@ -39,8 +39,8 @@ def test_a_converted_bert_keeps_its_mlm_head(tmp_path):
     """A BERT checkpoint with cls.predictions: the MaskedLM gives BERT's own MLM logits (short input)."""
     from transformers import BertConfig, BertForMaskedLM
 
-    from bigbird_ft.encoder import make_encoder_config
-    from bigbird_ft.mlm import MaskedLM
+    from bigbird_ft.models.encoder import make_encoder_config
+    from bigbird_ft.training.pretrain import MaskedLM
 
     torch.manual_seed(0)
     bert = BertForMaskedLM(BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from bigbird_ft.export import export_hf_model
-from bigbird_ft.module import BigBirdClassifier
+from bigbird_ft.inference.export import export_hf_model
+from bigbird_ft.models.classifier import BigBirdClassifier
 
 
 def encode(tokenizer, texts, multiple=16):
@@ -83,7 +83,7 @@ def test_non_cls_head_exports_encoder_and_head_files(make_classifier, tmp_path):
 
 @pytest.mark.parametrize("head", ["cls", "attention", "pooler"])
 def test_load_exported_gives_the_same_logits(make_classifier, tmp_path, head):
-    from bigbird_ft.export import load_exported
+    from bigbird_ft.inference.export import load_exported
 
     module = make_classifier(head=head).eval()
     out = export_hf_model(module, tmp_path / "hf_model")

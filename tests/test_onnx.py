@@ -19,7 +19,7 @@ def export_cli(*args: str) -> subprocess.CompletedProcess:
 def test_onnx_export_matches_the_model_and_the_stock_export(make_classifier, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from bigbird_ft.export import main
+    from bigbird_ft.inference.export import main
 
     length = 128  # the tiny block-sparse model (block 16, r=2) computes full attention up to 144
     module = make_classifier(attention="hf_block_sparse", head="cls").eval()

@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 import torch
 
-from bigbird_ft.calibration import MIN_CALIBRATION_DOCUMENTS, choose_temperature
 from bigbird_ft.data.datamodule import decode_class_labels
+from bigbird_ft.data.documents import unknown_share, warn_unknown_tokens
 from bigbird_ft.data.sources import FilesDataModule
-from bigbird_ft.documents import unknown_share, warn_unknown_tokens
 from bigbird_ft.io_utils import atomic_dir, atomic_path
 from bigbird_ft.tasks.base import warn_near_duplicate_labels
+from bigbird_ft.training.calibration import MIN_CALIBRATION_DOCUMENTS, choose_temperature
 
 from .conftest import ROOT, run_script, tiny_overrides
 
@@ -116,7 +116,7 @@ def test_calibration_keeps_t1_when_the_fit_leaves_the_range():
 
 
 def test_calibration_keeps_t1_when_the_fit_does_not_lower_the_nll(monkeypatch):
-    import bigbird_ft.calibration as calibration
+    import bigbird_ft.training.calibration as calibration
 
     generator = torch.Generator().manual_seed(0)
     logits = 3 * torch.randn(400, 4, generator=generator)
@@ -335,7 +335,7 @@ def test_a_key_the_option_does_not_take_is_one_line(tmp_path):
 ])
 def test_settings_that_train_nothing_stop_before_the_data(overrides, needle):
     from bigbird_ft.errors import UserError
-    from bigbird_ft.training import check_trainer
+    from bigbird_ft.training.checks import check_trainer
 
     from .test_configs import compose_train
 
@@ -347,7 +347,7 @@ def test_settings_that_train_nothing_stop_before_the_data(overrides, needle):
 
 def test_a_run_dir_that_holds_a_run_is_not_reused(tmp_path):
     from bigbird_ft.errors import UserError
-    from bigbird_ft.training import check_run_dir
+    from bigbird_ft.training.checks import check_run_dir
 
     from .test_configs import compose_train
 
@@ -364,7 +364,7 @@ def test_a_run_dir_that_holds_a_run_is_not_reused(tmp_path):
 
 def test_one_checkpoint_resolver_for_run_dirs_and_files(tmp_path):
     from bigbird_ft.errors import UserError
-    from bigbird_ft.factory import find_checkpoint
+    from bigbird_ft.models.checkpoints import find_checkpoint
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
@@ -384,7 +384,7 @@ def test_one_checkpoint_resolver_for_run_dirs_and_files(tmp_path):
 
 def test_export_refuses_a_folder_that_holds_anything(tmp_path, make_classifier, monkeypatch):
     """export out=. once emptied the user's current folder."""
-    from bigbird_ft.export import main
+    from bigbird_ft.inference.export import main
 
     keep = tmp_path / "project"
     keep.mkdir()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bigbird_ft.data.collate import BlockPaddingCollator
-from bigbird_ft.data.datamodule import TextClassificationDataModule
+from bigbird_ft.data.datamodule import DocumentDataModule
 from bigbird_ft.errors import UserError
 
 from .conftest import run_script, tiny_overrides
@@ -20,7 +20,7 @@ from .tiny_module import MULTI, REGRESSION, SINGLE, build_tiny
 HEADS = ["cls", "mean", "max", "pooler", "attention"]
 
 
-class InMemory(TextClassificationDataModule):
+class InMemory(DocumentDataModule):
     """A datamodule over rows given in the test."""
 
     def __init__(self, splits: dict[str, dict[str, list]], **kwargs) -> None:
@@ -244,7 +244,7 @@ def test_regression_trains_and_predicts_through_the_clis(tmp_path):
 
 @pytest.mark.parametrize("problem_type", [MULTI, REGRESSION])
 def test_checkpoint_keeps_problem_type_and_loss_options(tiny_tokenizer, tmp_path, problem_type):
-    from bigbird_ft.module import BigBirdClassifier
+    from bigbird_ft.models.classifier import BigBirdClassifier
 
     from .test_module import save_checkpoint
 

@@ -84,7 +84,7 @@ def test_plain_tags_are_read_as_io_entities():
 @pytest.mark.parametrize(("problem_type", "head"), [("token_classification", "attention"),
                                                     ("single_label_classification", "token")])
 def test_the_head_must_fit_the_task(tiny_tokenizer, problem_type, head):
-    from bigbird_ft.factory import build_classifier
+    from bigbird_ft.models.factory import build_classifier
 
     with pytest.raises(UserError, match="does not fit model.problem_type"):
         build_classifier(model=TINY_MODEL, attention={"name": "block_sparse"}, head={"name": head},
@@ -112,7 +112,7 @@ def test_tagging_trains_predicts_every_word_and_exports_a_stock_model(tmp_path):
     from transformers import AutoModelForTokenClassification, pipeline
 
     from bigbird_ft.data.synthetic_ner import NerCorpus, NerSpec
-    from bigbird_ft.factory import load_classifier
+    from bigbird_ft.models.factory import load_classifier
 
     result = run_script("train.py", ner_overrides(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]

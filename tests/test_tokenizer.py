@@ -1,7 +1,7 @@
 import pytest
 
-from bigbird_ft.data.tokenization import resolve_tokenizer
 from bigbird_ft.errors import UserError
+from bigbird_ft.models.tokenizer import resolve_tokenizer
 
 from .conftest import shared_path
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, BigBirdConfig, BigBirdForMaskedLM, BigBirdModel
 
-from bigbird_ft.convert import convert
 from bigbird_ft.data.collate import BlockPaddingCollator
-from bigbird_ft.factory import build_classifier
+from bigbird_ft.models.convert import convert
+from bigbird_ft.models.factory import build_classifier
 
 from .conftest import TINY_MODEL
 from .test_convert import MINILM, minilm_tokenizer_dir
@@ -71,7 +71,7 @@ def test_every_module_trains_in_train_mode(kind, tmp_path, tiny_tokenizer):
 
     pretrained, tokenizer = source_folder(kind, tmp_path, tiny_tokenizer)
     if tokenizer is None:
-        from bigbird_ft.convert import resolve_pretrained
+        from bigbird_ft.models.pretrained import resolve_pretrained
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(pretrained))
     model = copy.deepcopy(TINY_MODEL)

@@ -24,7 +24,7 @@ def build_tiny(
     num_layers: int = 2,
 ):
     """Same shape as conftest's make_classifier, plus problem type / loss / optimizer options."""
-    from bigbird_ft.factory import build_classifier
+    from bigbird_ft.models.factory import build_classifier
 
     model = copy.deepcopy(TINY_MODEL)
     model["config"]["num_hidden_layers"] = num_layers

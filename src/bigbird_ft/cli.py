@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -212,3 +213,10 @@ def check_command_line(name: str) -> None:
     exit_on_help(name)
     exit_on_unknown_group_option(conf_dir())
     exit_on_bad_override(name)
+
+
+def route_lightning_logs_to_hydra() -> None:
+    """Lightning adds its own console handler; under Hydra every line would print twice."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True

@@ -42,6 +42,3 @@ class AttentionBackend:
     def min_sparse_length(self) -> int:
         """Sequences up to this length are too short for the block-sparse pattern (HF's rule)."""
         return (5 + 2 * self.num_random_blocks) * self.block_size
-
-    def describe(self) -> str:
-        return self.name

@@ -67,7 +67,6 @@ class _Scratch:
             self.grad_probs = empty(rows, block, keys, kind=wide)
             self.grad_gathered = empty(rows, keys, dim)
             self.block_sum = empty(length // block, block, dim)
-            self.global_grad_probs = empty(2 * block, length, kind=wide)
 
 
 def _keep(scratch: _Scratch, shape: torch.Size, threshold: int, out: torch.Tensor) -> torch.Tensor:

@@ -165,16 +165,8 @@ class BlockSparseSelfAttention(PatchedSelfAttention):
         self._tables[table_key] = tables
         return tables
 
-    def attend(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        ctx: AttentionContext,
-        dropout_p: float,
-    ) -> torch.Tensor:
-        if not ctx.sparse:
-            return dense_attention(query, key, value, ctx, dropout_p)
+    def attend_sparse(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ctx: AttentionContext,
+                      dropout_p: float) -> torch.Tensor:
         index, slot_valid = self.tables(query.shape[2], query.device, ctx)
         return block_sparse_attention(query, key, value, ctx, index, slot_valid, self.block_size, dropout_p)
 

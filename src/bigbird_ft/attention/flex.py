@@ -32,7 +32,7 @@ from transformers import BigBirdConfig, BigBirdModel
 
 from ..errors import UserError
 from .block_sparse import BlockSparseSelfAttention, check_random_blocks
-from .patched import AttentionContext, PatchedBackend, PatchedSelfAttention, dense_attention
+from .patched import AttentionContext, PatchedBackend, PatchedSelfAttention
 from .plan import block_counts
 from .registry import register_backend
 
@@ -74,16 +74,8 @@ class FlexSelfAttention(BlockSparseSelfAttention):
         log_counts = torch.where(present, counts.clamp_min(1.0).log(), torch.zeros_like(counts))
         return counts, log_counts, kv_num, kv_indices
 
-    def attend(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        ctx: AttentionContext,
-        dropout_p: float,
-    ) -> torch.Tensor:
-        if not ctx.sparse:
-            return dense_attention(query, key, value, ctx, dropout_p)
+    def attend_sparse(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ctx: AttentionContext,
+                      dropout_p: float) -> torch.Tensor:
         from torch.nn.attention.flex_attention import BlockMask
 
         if dropout_p > 0 and not self._warned_dropout:

@@ -75,14 +75,8 @@ class _DropoutAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        bias: torch.Tensor | None,
-        dropout_p: float,
-    ) -> torch.Tensor:
+    def forward(ctx: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,  # type: ignore[override]
+                bias: torch.Tensor | None, dropout_p: float) -> torch.Tensor:
         key_g, value_g = _flat(key), _flat(value)
         scale = query.shape[-1] ** -0.5
         flat_bias = _flat_bias(bias, query.shape[:-2])
@@ -115,13 +109,8 @@ class _DropoutAttention(torch.autograd.Function):
         return grad_query, grad_key_g.view(key.shape), grad_value_g.view(value.shape), None, None
 
 
-def dropout_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    bias: torch.Tensor | None,
-    dropout_p: float,
-) -> torch.Tensor:
+def dropout_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor | None,
+                      dropout_p: float) -> torch.Tensor:
     """Attention with dropout on the probabilities; see ``_DropoutAttention`` for the shapes."""
     with torch.autocast(device_type=query.device.type, enabled=False):
         dtype = torch.promote_types(query.dtype, key.dtype)

@@ -99,20 +99,17 @@ class PatchedSelfAttention(nn.Module):
             # called as a plain HF model (not through AttentionBackend.encode): use HF's own mask
             mask = attention_mask.to(query.dtype) if attention_mask is not None else None
             context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p)
-        else:
-            context = self.attend(query, key, value, ctx, dropout_p)
+        elif ctx.sparse:
+            context = self.attend_sparse(query, key, value, ctx, dropout_p)
+        else:  # shorter than the block-sparse pattern, or a dense backend
+            context = dense_attention(query, key, value, ctx, dropout_p)
         batch, length, _ = hidden_states.shape
         return context.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim), None
 
-    def attend(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        ctx: AttentionContext,
-        dropout_p: float,
-    ) -> torch.Tensor:
-        """(B, H, N, D) inputs -> (B, H, N, D) context. Default: full attention."""
+    def attend_sparse(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ctx: AttentionContext,
+                      dropout_p: float) -> torch.Tensor:
+        """(B, H, N, D) inputs -> (B, H, N, D) context of a batch long enough for the block-sparse
+        pattern. Default: full attention (a dense backend)."""
         return dense_attention(query, key, value, ctx, dropout_p)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from ..documents import stack_labels
+from .documents import stack_labels
 
 
 class BlockPaddingCollator:

@@ -17,11 +17,12 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from ..documents import warn_unknown_tokens
 from ..errors import UserError
 from ..tasks import Task, infer_task, task_for
 from ..tasks.base import document_columns
 from .collate import BlockPaddingCollator
+from .documents import warn_unknown_tokens
+from .inputs import InputSpec
 from .sampler import LengthBucketBatchSampler, ResumableLoader, rank_sampler
 
 datasets.disable_progress_bars()
@@ -95,8 +96,9 @@ def stratified_split(ds: datasets.Dataset, column: str, test_size: float, seed: 
     return datasets.DatasetDict({name: decode_class_labels(part, column) for name, part in parts.items()})
 
 
-class TextClassificationDataModule(L.LightningDataModule):
-    """Shared pipeline; each ``data=`` option only says how to load its raw splits."""
+class DocumentDataModule(L.LightningDataModule):
+    """Documents with labels (one per document, or one per word) for every ``data=`` option: each option
+    only says how to load its raw splits; the task says how rows become labels and features."""
 
     def __init__(
         self,
@@ -132,6 +134,8 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.num_proc = num_proc
         #: null = the model's block size, handed over in connect()
         self.pad_to_multiple_of = int(pad_to_multiple_of) if pad_to_multiple_of else None
+        #: how documents become model inputs: built by connect() from these keys and the model
+        self.inputs: InputSpec | None = None
         self.bucket_by_length = bool(bucket_by_length)
         self.val_fraction = float(val_fraction)
         self.seed = int(seed)
@@ -265,26 +269,32 @@ class TextClassificationDataModule(L.LightningDataModule):
         return list(self.raw["train"]["text"])
 
     # ------------------------------------------------------------ tokenized
-    def connect(self, block_size: int, max_positions: int, block_aligned: bool = True) -> None:
+    def connect(self, block_size: int, max_positions: int, block_aligned: bool = True) -> InputSpec:
         """The model hands over what batches must fit (litgpt's ``DataModule.connect``): padding to
         its block size unless ``data.pad_to_multiple_of`` says otherwise, and its position table.
+        The result is the run's ``InputSpec``: what the checkpoint stores and predict reads.
 
         Fails in seconds, before the first step, on lengths the model cannot take.
         """
-        if self.pad_to_multiple_of is None:
-            self.pad_to_multiple_of = int(block_size)
-        elif block_aligned and self.pad_to_multiple_of % block_size != 0:
+        multiple = int(self.pad_to_multiple_of or block_size)
+        if block_aligned and multiple % block_size != 0:
             raise UserError(
-                f"data.pad_to_multiple_of={self.pad_to_multiple_of} is not a multiple of model.block_size="
+                f"data.pad_to_multiple_of={multiple} is not a multiple of model.block_size="
                 f"{block_size}; set data.pad_to_multiple_of to a multiple of the block size"
             )
-        multiple = self.pad_to_multiple_of
         padded_max = math.ceil(self.max_length / multiple) * multiple
         if padded_max > max_positions:
             raise UserError(
                 f"data.max_length={self.max_length} (padded to {padded_max}) exceeds the model's "
                 f"max_position_embeddings={max_positions}; lower data.max_length"
             )
+        self.inputs = InputSpec(
+            max_length=self.max_length, pad_to_multiple_of=multiple, stride=self.chunk_stride,
+            text_columns=tuple(self.text_columns), text_separator=self.text_separator,
+            tokens_column=self.tokens_column, tags_column=self.tags_column, eval_batch_size=self.eval_batch_size,
+        )
+        self.inputs.check(windows=bool(self.task and self.task.per_token), prefix="data.")
+        return self.inputs
 
     def attach_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
@@ -293,19 +303,20 @@ class TextClassificationDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.tokenized is not None:
             return
-        if self.tokenizer is None:
-            raise RuntimeError("attach_tokenizer() must be called before setup()")
+        if self.tokenizer is None or self.inputs is None:
+            raise RuntimeError("attach_tokenizer() and connect() must be called before setup()")
         self.prepare_raw()
-        tokenizer, max_length, label2id = self.tokenizer, self.max_length, self.label2id
+        tokenizer, inputs, label2id = self.tokenizer, self.inputs, self.label2id
+        max_length = inputs.max_length
         tok_key = tokenizer_fingerprint(tokenizer)
-        encode = self.task.batch_encoder(tokenizer, max_length, label2id, self.chunk_stride)
+        encode = self.task.batch_encoder(tokenizer, inputs, label2id)
         started = time.perf_counter()
 
         tokenized = {}
         for split, ds in self.raw.items():
             fingerprint = hashlib.sha1(
                 f"{FEATURES_VERSION}|{ds._fingerprint}|{tok_key}|{max_length}|{sorted(label2id.items())}|{self.problem_type}"
-                f"{'|' + str(self.chunk_stride) if self.task.per_token else ''}".encode()
+                f"{'|' + str(inputs.stride) if self.task.per_token else ''}".encode()
             ).hexdigest()[:16]
             tokenized[split] = ds.map(
                 encode,
@@ -331,9 +342,9 @@ class TextClassificationDataModule(L.LightningDataModule):
 
     # ----------------------------------------------------------- dataloaders
     def collator(self) -> BlockPaddingCollator:
-        if self.pad_to_multiple_of is None:
-            raise RuntimeError("connect() (or data.pad_to_multiple_of) must set the padding multiple first")
-        return BlockPaddingCollator(self.tokenizer, self.pad_to_multiple_of, self.task.stack_labels)
+        if self.inputs is None:
+            raise RuntimeError("connect() must set the input specification first")
+        return self.inputs.collator(self.tokenizer, self.task.stack_labels)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.tokenized[split]
@@ -360,3 +371,7 @@ class TextClassificationDataModule(L.LightningDataModule):
     def has_test_split(self) -> bool:
         self.prepare_raw()
         return "test" in self.raw
+
+
+#: the name before token classification joined (kept for code that imports it)
+TextClassificationDataModule = DocumentDataModule

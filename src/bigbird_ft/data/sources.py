@@ -1,7 +1,7 @@
 """The ``data=`` options: generated (synthetic), local files, the datasets hub, Hyperpartisan, PEPs.
 
 Every option returns datasets with cache files on disk (never in-memory ones), so that the
-tokenization in ``TextClassificationDataModule.setup`` is cached by datasets and a second run
+tokenization in ``DocumentDataModule.setup`` is cached by datasets and a second run
 with the same data, tokenizer and max_length skips it.
 """
 
@@ -17,7 +17,7 @@ import datasets
 
 from ..errors import UserError
 from ..io_utils import atomic_dir
-from .datamodule import TextClassificationDataModule, decode_class_labels, stratified_split
+from .datamodule import DocumentDataModule, decode_class_labels, stratified_split
 from .synthetic import SyntheticSpec, generate
 from .synthetic_ner import NerSpec, generate_ner
 from .validation import check_file
@@ -25,7 +25,7 @@ from .validation import check_file
 FILE_LOADERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
-class GeneratedDataModule(TextClassificationDataModule):
+class GeneratedDataModule(DocumentDataModule):
     """A generated task cached under ``generated_dir/<prefix>-<spec key>``: a spec dataclass and its
     generator; ``data.spec`` keys are checked against the dataclass's fields."""
 
@@ -70,7 +70,7 @@ class SyntheticNerDataModule(GeneratedDataModule):
     spec_class, generator, option, prefix = NerSpec, staticmethod(generate_ner), "synthetic_ner", "ner"
 
 
-class FilesDataModule(TextClassificationDataModule):
+class FilesDataModule(DocumentDataModule):
     """Local csv / json / jsonl / parquet files, read by datasets' own loaders."""
 
     def __init__(
@@ -124,7 +124,7 @@ class FilesDataModule(TextClassificationDataModule):
         return datasets.DatasetDict(splits)
 
 
-class HubDataModule(TextClassificationDataModule):
+class HubDataModule(DocumentDataModule):
     """data=hub: ``datasets.load_dataset(name, config_name)``, then the same pipeline as files."""
 
     def __init__(
@@ -223,7 +223,7 @@ def read_hyperpartisan(articles: Path, ground_truth: Path) -> list[dict[str, str
     return rows
 
 
-class HyperpartisanDataModule(TextClassificationDataModule):
+class HyperpartisanDataModule(DocumentDataModule):
     """data=hyperpartisan: the published XML files in ``dir``; validation split from train."""
 
     def __init__(self, dir: str, **kwargs: Any) -> None:  # noqa: A002  (contract key data.dir)
@@ -252,7 +252,7 @@ class HyperpartisanDataModule(TextClassificationDataModule):
         return cached_parse(self.cache_dir / "parsed" / key, parse)
 
 
-class PepsDataModule(TextClassificationDataModule):
+class PepsDataModule(DocumentDataModule):
     """data=peps: ``peps.jsonl`` in ``dir``; seeded stratified test and validation splits."""
 
     def __init__(self, dir: str, test_fraction: float = 0.2, **kwargs: Any) -> None:  # noqa: A002

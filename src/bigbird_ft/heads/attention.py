@@ -20,9 +20,7 @@ class AttentionPoolingHead(Head):
         scores = scores.masked_fill(~attention_mask.bool(), float("-inf"))
         return scores.softmax(-1)
 
-    def pool(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler: nn.Module | None
-    ) -> torch.Tensor:
+    def pool(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler: nn.Module | None) -> torch.Tensor:
         weights = self.weights(hidden_states, attention_mask).to(hidden_states.dtype)
         return torch.einsum("bn,bnh->bh", weights, hidden_states)
 

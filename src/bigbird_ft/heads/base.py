@@ -7,7 +7,7 @@ stock ``BigBirdForSequenceClassification`` at export.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -53,21 +53,12 @@ class Head(nn.Module):
     #: logits per token (token classification) instead of per document
     per_token: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        hidden_size: int,
-        num_labels: int,
-        mlp_layers: int = 1,
-        mlp_hidden_size: int | None = None,
-        dropout: float = 0.1,
-        activation: str = "gelu",
-    ) -> None:
+    def __init__(self, hidden_size: int, num_labels: int, **mlp: Any) -> None:
+        """``mlp``: ``ClassifierMLP``'s options (``conf/head/_base.yaml``)."""
         super().__init__()
-        self.mlp = ClassifierMLP(hidden_size, num_labels, mlp_layers, mlp_hidden_size, dropout, activation)
+        self.mlp = ClassifierMLP(hidden_size, num_labels, **mlp)
 
-    def pool(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler: nn.Module | None
-    ) -> torch.Tensor:
+    def pool(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler: nn.Module | None) -> torch.Tensor:
         raise NotImplementedError
 
     def stock_layout(self) -> tuple[str, dict[str, str]] | None:

@@ -11,9 +11,7 @@ from .registry import register_head
 
 @register_head("cls")
 class CLSHead(Head):
-    def pool(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler: nn.Module | None
-    ) -> torch.Tensor:
+    def pool(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler: nn.Module | None) -> torch.Tensor:
         return hidden_states[:, 0]
 
     def stock_layout(self) -> tuple[str, dict[str, str]] | None:

@@ -11,8 +11,6 @@ from .registry import register_head
 
 @register_head("max")
 class MaxHead(Head):
-    def pool(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler: nn.Module | None
-    ) -> torch.Tensor:
+    def pool(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler: nn.Module | None) -> torch.Tensor:
         padding = ~attention_mask.bool().unsqueeze(-1)
         return hidden_states.masked_fill(padding, torch.finfo(hidden_states.dtype).min).amax(1)

@@ -14,9 +14,7 @@ from .registry import register_head
 class PoolerHead(Head):
     uses_pooler = True
 
-    def pool(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler: nn.Module | None
-    ) -> torch.Tensor:
+    def pool(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler: nn.Module | None) -> torch.Tensor:
         if pooler is None:
             raise UserError("head=pooler needs the encoder's pooler, but the encoder was built without it")
         return torch.tanh(pooler(hidden_states[:, 0]))

@@ -17,9 +17,7 @@ from .registry import register_head
 class TokenHead(Head):
     per_token = True
 
-    def pool(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler: nn.Module | None
-    ) -> torch.Tensor:
+    def pool(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler: nn.Module | None) -> torch.Tensor:
         return hidden_states
 
     def stock_layout(self) -> tuple[str, dict[str, str]] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -64,15 +65,15 @@ class Task:
         return document_columns(datamodule)
 
     def check_rows(self, ds: Any, split: str, source: str, datamodule: Any) -> Any:
-        """Missing labels and empty texts end the run with their row numbers (data/validation.py)."""
-        from ..documents import check_rows
+        """Missing labels and empty texts end the run with their row numbers (data/documents.py)."""
+        from ..data.documents import check_rows
 
         return check_rows(ds, split, source, datamodule.text_columns, datamodule.label_column,
                           datamodule.drop_empty, blank_is_label=datamodule.label_separator is not None)
 
     def row_normaliser(self, datamodule: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
         """A raw row -> ``text`` (the text columns joined) and the normalised ``label``."""
-        from ..documents import join_text_columns
+        from ..data.documents import join_text_columns
 
         to_label = self.normaliser(datamodule.describe_source(), datamodule.label_separator)
         columns, separator, label = datamodule.text_columns, datamodule.text_separator, datamodule.label_column
@@ -88,24 +89,25 @@ class Task:
 
         return {"text": datasets.Value("string"), "label": self.label_feature()}
 
-    def batch_encoder(self, tokenizer: Any, max_length: int, label2id: Mapping[str, int],
-                      stride: int) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
-        """A batched ``datasets.map`` function: normalised rows -> model features (one per document)."""
+    def batch_encoder(self, tokenizer: Any, inputs: Any, label2id: Mapping[str, int]
+                      ) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
+        """A batched ``datasets.map`` function: normalised rows -> model features (one per document),
+        cut as ``inputs`` (the run's ``InputSpec``) says."""
+        from ..data.documents import unknown_share
+
         encode_label = self.label_encoder(label2id)
 
-        from ..documents import unknown_share
-
         def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-            enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
-            return {"input_ids": enc["input_ids"], "labels": [encode_label(label) for label in batch["label"]],
-                    "row": indices, "length": [len(ids) for ids in enc["input_ids"]],
-                    "unknown_share": [unknown_share(ids, tokenizer.unk_token_id) for ids in enc["input_ids"]]}
+            ids = inputs.truncated(tokenizer, batch["text"])
+            return {"input_ids": ids, "labels": [encode_label(label) for label in batch["label"]],
+                    "row": indices, "length": [len(x) for x in ids],
+                    "unknown_share": [unknown_share(x, tokenizer.unk_token_id) for x in ids]}
 
         return encode
 
     def stack_labels(self, labels: Sequence[Any], length: int) -> torch.Tensor:
         """A batch's targets; ``length`` is the padded sequence length (per-token targets pad to it)."""
-        from ..documents import stack_labels
+        from ..data.documents import stack_labels
 
         return stack_labels(labels)
 
@@ -259,14 +261,65 @@ class Task:
         return [n for n in metrics.keys(keep_base=True) if n != "f1_per_class"] + list(self.metric_aliases)
 
     # ---------------------------------------------------------------- predict
+    def read_documents(self, frame: Any, inputs: Any, source: str, id2label: Mapping[int, str]) -> Documents:
+        """An input table -> the documents to predict (one per row): the spec's text columns joined."""
+        from ..data.documents import row_numbers
+
+        missing = [c for c in inputs.text_columns if c not in frame.columns]
+        if missing:
+            raise UserError(f"column '{missing[0]}' not in {source} (columns: {', '.join(map(str, frame.columns))}); "
+                            "set text_column")
+        texts = [inputs.join_text(record) for record in frame[list(inputs.text_columns)].to_dict("records")]
+        empty = [i for i, t in enumerate(texts) if not t.strip()]
+        if empty:
+            where = "lines" if source.lower().endswith(".txt") else "rows"
+            raise UserError(f"{len(empty)} empty texts in {source} ({where} {row_numbers(empty)}); "
+                            "remove them from input")
+        return Documents(texts)
+
+    def predict_features(self, documents: Documents, tokenizer: Any, inputs: Any, long_docs: str
+                         ) -> list[dict[str, Any]]:
+        """The model inputs of the documents, ``row`` = the document (``long_docs``: one input, or windows)."""
+        return inputs.encode(tokenizer, documents.texts, long_docs)
+
+    def document_predictions(self, features: Sequence[Mapping[str, torch.Tensor]], documents: Documents,
+                             aggregation: str, id2label: Mapping[int, str], threshold: float) -> dict[str, Any]:
+        """Per-input outputs (``predict_outputs``, one per feature) -> the predict columns after ``id`` (the project's public contract):
+        a document's window logits aggregated (``mean`` or ``max``), then the task's columns."""
+        rows = torch.tensor([int(f["row"]) for f in features], dtype=torch.long)
+        logits = torch.stack([f["logits"] for f in features]) if features else torch.zeros(0, len(id2label))
+        doc_logits = aggregate(rows, logits, len(documents.texts), aggregation)
+        return self.prediction_columns(self.outputs(doc_logits), id2label, threshold)
+
     def prediction_columns(self, outputs: torch.Tensor, id2label: Mapping[int, str],
                            threshold: float) -> dict[str, Any]:
-        """INTERFACE.md's predict columns after ``id``."""
+        """The predict columns after ``id`` (the project's public contract), from the documents' outputs."""
         raise NotImplementedError
 
     @staticmethod
     def probability_columns(outputs: torch.Tensor, id2label: Mapping[int, str]) -> dict[str, Any]:
         return {f"prob_{name}": outputs[:, idx].numpy() for idx, name in sorted(id2label.items())}
+
+
+@dataclass
+class Documents:
+    """What predict reads from an input table: the texts, and for a per-token task the words of each
+    text with their character spans (``from_tokens``: the texts were built from token lists)."""
+
+    texts: list[str]
+    words: list[list[str]] | None = None
+    spans: list[list[tuple[int, int]]] | None = None
+    from_tokens: bool = False
+
+
+def aggregate(rows: torch.Tensor, logits: torch.Tensor, n_docs: int, how: str) -> torch.Tensor:
+    """A document's logits from its windows' (``rows``: each window's document): mean or max."""
+    out = torch.full((n_docs, logits.shape[1]), float("-inf") if how == "max" else 0.0)
+    if how == "max":
+        return out.index_reduce(0, rows, logits, "amax", include_self=True)
+    if how == "mean":
+        return out.index_add(0, rows, logits) / torch.bincount(rows, minlength=n_docs).clamp_min(1).unsqueeze(1)
+    raise UserError(f"unknown chunk_aggregation '{how}'; use mean or max")
 
 
 def balanced_weights(counts: Sequence[float]) -> list[float]:

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric, MetricCollection
 
-from ..documents import row_numbers, window_starts
+from ..data.documents import row_numbers
 from ..errors import UserError
-from .base import Task, balanced_weights, metric_key
+from .base import Documents, Task, balanced_weights, metric_key
 from .registry import register_task
 
 IGNORED = -100
@@ -58,22 +58,23 @@ def window_owners(first_positions: Sequence[int], starts: Sequence[int], body: i
 
 
 def word_features(ids: Sequence[int], word_ids: Sequence[int | None], tags: Sequence[int] | None,
-                  body: int, stride: int, cls_id: int, sep_id: int) -> list[dict[str, list[int]]]:
-    """One document's model inputs: windows of ``body`` sub-words (+ [CLS], [SEP]), with per token
-    the owned word's index (``word_ids``, else -1) and tag (``labels``, else -100)."""
+                  inputs: Any, cls_id: int, sep_id: int) -> list[dict[str, list[int]]]:
+    """One document's model inputs: the spec's overlapping windows of sub-words, with per token the
+    owned word's index (``word_ids``, else -1) and tag (``labels``, else -100)."""
     firsts: dict[int, int] = {}
     for position, word in enumerate(word_ids):
         if word is not None and word not in firsts:
             firsts[word] = position
     words = sorted(firsts)
-    starts = window_starts(len(ids), body, stride, "chunk")
-    owners = dict(zip(words, window_owners([firsts[w] for w in words], starts, body), strict=True))
+    windows = inputs.windows(ids, cls_id, sep_id, "chunk")
+    owners = dict(zip(words, window_owners([firsts[w] for w in words], [s for s, _ in windows], inputs.body),
+                      strict=True))
     features = []
-    for index, start in enumerate(starts):
-        span = range(start, min(start + body, len(ids)))
+    for index, (start, window) in enumerate(windows):
+        span = range(start, start + len(window) - 2)
         owned = [word_ids[p] if word_ids[p] is not None and firsts[word_ids[p]] == p
                  and owners[word_ids[p]] == index else -1 for p in span]
-        feature = {"input_ids": [cls_id, *ids[span.start:span.stop], sep_id], "word_ids": [-1, *owned, -1]}
+        feature = {"input_ids": window, "word_ids": [-1, *owned, -1]}
         if tags is not None:
             feature["labels"] = [IGNORED, *(tags[w] if w >= 0 else IGNORED for w in owned), IGNORED]
         features.append(feature)
@@ -87,6 +88,30 @@ def encode_words(tokenizer: Any, words: list[list[str]]) -> tuple[list[list[int]
                         f"{type(tokenizer).__name__} is not one: set model.tokenizer to a fast tokenizer")
     encoded = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
     return encoded["input_ids"], [encoded.word_ids(i) for i in range(len(words))]
+
+
+def check_known_tags(frame: Any, tags_column: str, names: set[str], source: str) -> None:
+    """Gold tags in the input (a labelled file) must be tags this model knows: else the file and the
+    model do not belong together."""
+    if tags_column not in frame.columns:
+        return
+    for row, tags in enumerate(frame[tags_column].tolist()):
+        unknown = sorted({str(t) for t in (tags if isinstance(tags, list | tuple) else [tags])} - names)
+        if unknown:
+            raise UserError(f"tag {unknown[0]!r} in row {row + 1} of {source} ('{tags_column}') is not one of the "
+                            f"model's tags {sorted(names)}; predict with the model trained on these tags")
+
+
+def entities(tags: list[str], scores: list[float], spans: list[tuple[int, int]], text: str) -> list[dict[str, Any]]:
+    """seqeval's chunking of the word tags, each entity as a character span of ``text``."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    found = []
+    for label, first, last in get_entities(seqeval_tags(tags, is_prefixed(tags))):
+        start, end = spans[first][0], spans[last][1]
+        found.append({"start": start, "end": end, "text": text[start:end], "label": label,
+                      "score": round(sum(scores[first:last + 1]) / (last - first + 1), 6)})
+    return found
 
 
 class EntityMetrics(Metric):
@@ -222,18 +247,15 @@ class TokenClassification(Task):
         if len(id2label) < 2:
             raise UserError(f"the training tags hold one tag only ({list(id2label.values())}); check data.tags_column")
 
-    def batch_encoder(self, tokenizer: Any, max_length: int, label2id: Mapping[str, int],
-                      stride: int) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
-        body = max_length - 2
-        if not 0 <= stride < body:
-            raise UserError(f"data.chunk_stride={stride} must be in [0, {body}) for data.max_length={max_length}")
+    def batch_encoder(self, tokenizer: Any, inputs: Any, label2id: Mapping[str, int]
+                      ) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
         encode_label = self.label_encoder(label2id)
 
         def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
             ids, word_ids = encode_words(tokenizer, batch["words"])
             out: dict[str, list] = {"input_ids": [], "labels": [], "word_ids": [], "row": [], "length": []}
             for row, doc_ids, doc_words, tags in zip(indices, ids, word_ids, batch["label"], strict=True):
-                for feature in word_features(doc_ids, doc_words, encode_label(tags), body, stride,
+                for feature in word_features(doc_ids, doc_words, encode_label(tags), inputs,
                                              tokenizer.cls_token_id, tokenizer.sep_token_id):
                     for key, value in feature.items():
                         out[key].append(value)
@@ -268,6 +290,68 @@ class TokenClassification(Task):
         return ["acc", "f1"]
 
     def predict_outputs(self, logits: torch.Tensor, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        keep = batch["word_ids"] >= 0
-        return {"row": batch["row"][:, None].expand_as(keep)[keep], "word": batch["word_ids"][keep],
-                "probs": self.outputs(logits)[keep]}
+        """Per input: its document, the word each position tags (-1: none) and the tag probabilities."""
+        return {"row": batch["row"], "word_ids": batch["word_ids"], "probs": self.outputs(logits)}
+
+    # --------------------------------------------------------------- predict
+    def read_documents(self, frame: Any, inputs: Any, source: str, id2label: Mapping[int, str]) -> Documents:
+        """Each row's word list (``data.tokens_column``: the text is then the words joined by single
+        spaces, written out as ``text`` so every span can be checked) or a raw text split into words
+        and single punctuation marks (``WORD_PATTERN``) with their character offsets."""
+        check_known_tags(frame, inputs.tags_column, set(id2label.values()), source)
+        tokens_column, text_column = inputs.tokens_column, inputs.text_columns[0]
+        if tokens_column in frame.columns:
+            texts, words, spans = [], [], []
+            for row, value in enumerate(frame[tokens_column].tolist()):
+                if not isinstance(value, list | tuple):
+                    raise UserError(f"column '{tokens_column}' of {source} holds {type(value).__name__}, not a list "
+                                    f"of words (row {row + 1}); give token lists or a text column (text_column=)")
+                doc = [str(w) for w in value]
+                starts = [sum(len(w) + 1 for w in doc[:i]) for i in range(len(doc))]
+                texts.append(" ".join(doc))
+                words.append(doc)
+                spans.append([(s, s + len(w)) for s, w in zip(starts, doc, strict=True)])
+            documents = Documents(texts, words, spans, from_tokens=True)
+        elif text_column in frame.columns:
+            texts = [str(t) for t in frame[text_column].tolist()]
+            matches = [list(WORD_PATTERN.finditer(t)) for t in texts]
+            documents = Documents(texts, [[m.group() for m in doc] for doc in matches],
+                                  [[m.span() for m in doc] for doc in matches])
+        else:
+            raise UserError(f"neither the token column '{tokens_column}' nor the text column '{text_column}' is in "
+                            f"{source} (columns: {', '.join(map(str, frame.columns))}); set text_column")
+        empty = [i for i, doc in enumerate(documents.words or []) if not doc]
+        if empty:
+            raise UserError(f"{len(empty)} documents without words in {source} (rows {row_numbers(empty)}); "
+                            "remove them from input")
+        return documents
+
+    def predict_features(self, documents: Documents, tokenizer: Any, inputs: Any, long_docs: str
+                         ) -> list[dict[str, Any]]:
+        """Every word tagged once: the spec's windows, each word owned by one of them (``long_docs`` is
+        ignored: a document is always read whole)."""
+        inputs.check(windows=True)
+        ids, word_ids = encode_words(tokenizer, documents.words or [])
+        return [{**feature, "row": row}
+                for row, (doc_ids, doc_words) in enumerate(zip(ids, word_ids, strict=True))
+                for feature in word_features(doc_ids, doc_words, None, inputs, tokenizer.cls_token_id,
+                                             tokenizer.sep_token_id)]
+
+    def document_predictions(self, features: Sequence[Mapping[str, torch.Tensor]], documents: Documents,
+                             aggregation: str, id2label: Mapping[int, str], threshold: float) -> dict[str, Any]:
+        """``tags`` (one per word) and ``entities`` (character spans of the text); ``text`` when the
+        input held token lists."""
+        words: dict[tuple[int, int], torch.Tensor] = {}
+        for feature in features:
+            row = int(feature["row"])
+            for position in (feature["word_ids"] >= 0).nonzero().flatten().tolist():
+                words.setdefault((row, int(feature["word_ids"][position])), feature["probs"][position])
+        tags, found = [], []
+        for row, doc in enumerate(documents.words or []):
+            probs = [words.get((row, w)) for w in range(len(doc))]
+            if any(p is None for p in probs):  # word_features gives every word an owner window
+                raise RuntimeError(f"document {row}: {sum(p is None for p in probs)} words got no tag")
+            best = [(id2label[int(p.argmax())], float(p.max())) for p in probs]
+            tags.append([tag for tag, _ in best])
+            found.append(entities(tags[-1], [score for _, score in best], documents.spans[row], documents.texts[row]))
+        return {**({"text": documents.texts} if documents.from_tokens else {}), "tags": tags, "entities": found}

@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from transformers import AutoTokenizer, BigBirdTokenizer, PreTrainedTokenizerBase
 
-from ..convert import resolve_pretrained
 from ..errors import UserError
 from ..io_utils import atomic_dir
+from .pretrained import resolve_pretrained
 
 SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -90,12 +91,15 @@ def _from_spiece_file(path: Path, cache_dir: str | Path) -> PreTrainedTokenizerB
 
 def resolve_tokenizer(
     spec: str,
-    train_texts: list[str] | None = None,
+    train_texts: list[str] | Callable[[], list[str]] | None = None,
     vocab_size: int = 8000,
     cache_dir: str | Path = "data/cache",
     trust_remote_code: bool = False,
 ) -> PreTrainedTokenizerBase:
+    """``model.tokenizer`` -> a tokenizer; ``train_texts`` (or a function giving them, called only
+    for ``train``) are what a SentencePiece model is fitted on."""
     if spec == "train":
+        train_texts = train_texts() if callable(train_texts) else train_texts
         if not train_texts:
             raise UserError("model.tokenizer=train needs training texts, but the training split is empty")
         tokenizer = BigBirdTokenizer.from_pretrained(str(train_sentencepiece(train_texts, vocab_size, cache_dir)))
@@ -119,3 +123,18 @@ def resolve_tokenizer(
     if tokenizer.pad_token_id is None or tokenizer.cls_token_id is None:
         raise UserError(f"tokenizer '{spec}' has no pad or cls token; fix model.tokenizer")
     return tokenizer
+
+
+# a tokenizer inside a checkpoint, so that load_from_checkpoint needs no other file
+
+def tokenizer_to_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, bytes]:
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+
+
+def tokenizer_from_files(files: dict[str, bytes]) -> PreTrainedTokenizerBase:
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, content in files.items():
+            (Path(tmp) / name).write_bytes(content)
+        return AutoTokenizer.from_pretrained(tmp)

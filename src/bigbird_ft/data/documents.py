@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 if TYPE_CHECKING:
     import datasets

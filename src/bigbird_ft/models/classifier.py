@@ -1,7 +1,8 @@
-"""The LightningModule: the training, evaluation and predict steps, wired to a task and a model.
+"""The LightningModule: the training, evaluation and predict steps, wired to a task and a network.
 
-What differs by problem type lives in the task (``tasks/``), the network in ``model.py``, the
-optimizer recipe in ``optim.py``, throughput and freezing in ``callbacks.py``.
+What differs by problem type lives in the task (``tasks/``), the network in ``network.py``, how
+documents become inputs in ``data/inputs.py``, the optimizer recipe in ``training/optim.py``, the
+checkpoint format in ``checkpoints.py``.
 """
 
 from __future__ import annotations
@@ -15,19 +16,17 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 from transformers import PreTrainedTokenizerBase
 
-from .attention.base import AttentionBackend
-from .callbacks import ExactResume, FreezeEncoder, token_throughput
-from .errors import UserError
-from .heads import head_class
-from .heads.base import Head
-from .model import build_model
-from .optim import build_optimizer, optimizer_config
-from .plots import save_confusion_matrix
-from .tasks import DEFAULT_TASK, task_for
-from .tokenizer_io import tokenizer_from_files, tokenizer_to_files
-
-#: the module held encoder/backend/head itself before ``model.py``: their checkpoint keys gain ``model.``
-OLD_KEY_PREFIXES = ("encoder.", "head.")
+from ..attention.base import AttentionBackend
+from ..data.inputs import InputSpec
+from ..errors import UserError
+from ..heads import head_class
+from ..heads.base import Head
+from ..tasks import DEFAULT_TASK, task_for
+from ..training.callbacks import ExactResume, FreezeEncoder, token_throughput
+from ..training.optim import build_optimizer, optimizer_config
+from ..training.plots import plot_confusion
+from .checkpoints import add_extras, read_extras
+from .network import build_model
 
 
 class BigBirdClassifier(L.LightningModule):
@@ -41,18 +40,10 @@ class BigBirdClassifier(L.LightningModule):
     #: ThroughputMonitor reads this; the FLOPs of a sparse-attention step are not known up front
     flops_per_batch: int | None = None
 
-    def __init__(
-        self,
-        model: Mapping[str, Any],
-        attention: Mapping[str, Any],
-        head: Mapping[str, Any],
-        optim: Mapping[str, Any],
-        id2label: Mapping[int, str],
-        encoder_config: Mapping[str, Any],
-        problem_type: str = DEFAULT_TASK,
-        data: Mapping[str, Any] | None = None,
-        init_weights_from: str | None = None,
-    ) -> None:
+    def __init__(self, model: Mapping[str, Any], attention: Mapping[str, Any], head: Mapping[str, Any],
+                 optim: Mapping[str, Any], id2label: Mapping[int, str], encoder_config: Mapping[str, Any],
+                 problem_type: str = DEFAULT_TASK, data: Mapping[str, Any] | None = None,
+                 init_weights_from: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.task = task_for(problem_type)
@@ -60,6 +51,8 @@ class BigBirdClassifier(L.LightningModule):
         self.task.check_labels(self.id2label)
         self.task.check_head(head_class(head["name"]))
         self.model = build_model(model, attention, head, encoder_config, self.num_labels, init_weights_from)
+        #: how documents become inputs (one spec from training; old checkpoints get its defaults)
+        self.inputs = InputSpec.from_hparams(data, int(encoder_config["block_size"]))
         self.label_smoothing = float(optim.get("label_smoothing", 0.0) or 0.0)
         self.threshold = 0.5 if model.get("threshold") is None else float(model["threshold"])
         # non-persistent: the resolved values live in hparams, so checkpoints load unchanged
@@ -70,10 +63,8 @@ class BigBirdClassifier(L.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self.best_metrics = nn.ModuleDict(
-            {name: MinMetric() if name in self.task.lower_is_better else MaxMetric()
-             for name in self.task.best_trackers(metrics)}
-        )
+        self.best_metrics = nn.ModuleDict({name: MinMetric() if name in self.task.lower_is_better else MaxMetric()
+                                           for name in self.task.best_trackers(metrics)})
         self.val_confusion = self.task.confusion(self.num_labels)
         self.test_confusion = self.task.confusion(self.num_labels)
 
@@ -121,10 +112,8 @@ class BigBirdClassifier(L.LightningModule):
         loss, _ = self._step(batch)
         if not torch.isfinite(loss):
             # stop before the optimizer step writes NaN into the weights; checkpoints on disk stay good
-            raise UserError(
-                f"training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
-                "lower optim.lr or set trainer.gradient_clip_val (the last good checkpoint is in checkpoints/)"
-            )
+            raise UserError(f"training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
+                            "lower optim.lr or set trainer.gradient_clip_val (the last good checkpoint is in checkpoints/)")
         size = len(batch["labels"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         mask = batch["attention_mask"]
@@ -144,7 +133,7 @@ class BigBirdClassifier(L.LightningModule):
         confusion = getattr(self, f"{stage}_confusion")
         if confusion is not None:
             confusion.update(preds, batch["labels"])
-        return {"logits": logits}  # for callbacks (calibration.CollectLogits)
+        return {"logits": logits}  # for callbacks (calibration.TemperatureScaling)
 
     def _eval_epoch_end(self, stage: str) -> dict[str, torch.Tensor]:
         """Log the computed (rank-synced) metrics and the loss; draw the confusion matrix on rank 0."""
@@ -157,14 +146,7 @@ class BigBirdClassifier(L.LightningModule):
         headline = {k: v for k, v in values.items() if k.split("/", 1)[1] in self.task.headline}
         self.log_dict(headline, prog_bar=stage == "val")
         self.log_dict({k: v for k, v in values.items() if k not in headline})
-        confusion = getattr(self, f"{stage}_confusion")
-        if confusion is not None:
-            matrix = confusion.compute()  # on every rank: it syncs
-            confusion.reset()
-            if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-                labels = [self.id2label[i] for i in range(self.num_labels)]
-                save_confusion_matrix(matrix.cpu(), labels, self.trainer.default_root_dir, stage,
-                                      self.trainer.loggers, self.global_step)
+        plot_confusion(self, stage)
         return values
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
@@ -189,11 +171,8 @@ class BigBirdClassifier(L.LightningModule):
     # ------------------------------------------------------------- training
     def build_optimizer(self) -> torch.optim.AdamW:
         trainer = self._trainer
-        return build_optimizer(
-            self.model, self.hparams.optim, int(self.encoder.config.num_hidden_layers),
-            precision=str(trainer.precision) if trainer else "32-true",
-            gradient_clip_val=trainer.gradient_clip_val if trainer else None,
-        )
+        return build_optimizer(self.model, self.hparams.optim, int(self.encoder.config.num_hidden_layers),
+                               str(trainer.precision) if trainer else "32-true", trainer and trainer.gradient_clip_val)
 
     def configure_optimizers(self) -> dict[str, Any]:
         return optimizer_config(self.build_optimizer(), self.hparams.optim,
@@ -208,18 +187,7 @@ class BigBirdClassifier(L.LightningModule):
 
     # ---------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # the weights are in the state dict: reloading must not fetch the pretrained ones again
-        checkpoint["hyper_parameters"]["init_weights_from"] = None
-        if self.tokenizer is not None:
-            checkpoint["tokenizer_files"] = tokenizer_to_files(self.tokenizer)
+        add_extras(checkpoint, self.tokenizer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "tokenizer_files" in checkpoint:
-            self.tokenizer = tokenizer_from_files(checkpoint["tokenizer_files"])
-        state = checkpoint.get("state_dict", {})
-        if any(key.startswith(OLD_KEY_PREFIXES) for key in state):
-            checkpoint["state_dict"] = {
-                f"model.{k}" if k.startswith(OLD_KEY_PREFIXES) else k: v for k, v in state.items()
-            }
-        # checkpoints from before calibration have no temperature: theirs is 1
-        checkpoint.get("state_dict", {}).setdefault("model.temperature", torch.tensor(1.0))
+        self.tokenizer = read_extras(checkpoint) or self.tokenizer

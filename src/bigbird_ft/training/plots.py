@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .io_utils import atomic_path
+from ..io_utils import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,19 @@ def save_confusion_matrix(
         fig.savefig(tmp, format="png", dpi=100)
     log_figure(loggers, f"{stage}/confusion_matrix", fig, step)
     return target
+
+
+def plot_confusion(module: Any, stage: str) -> None:
+    """The stage's confusion matrix, computed on every rank (it syncs), drawn on rank 0 after sanity checks."""
+    confusion = getattr(module, f"{stage}_confusion")
+    if confusion is None:
+        return
+    matrix = confusion.compute()
+    confusion.reset()
+    trainer = module.trainer
+    if trainer.is_global_zero and not trainer.sanity_checking:
+        labels = [module.id2label[i] for i in range(module.num_labels)]
+        save_confusion_matrix(matrix.cpu(), labels, trainer.default_root_dir, stage, trainer.loggers, module.global_step)
 
 
 def save_reliability_diagram(

@@ -1,4 +1,4 @@
-"""``python train.py task=mlm ...``: continued masked-LM pretraining of a BigBird, converted or not.
+"""``python pretrain.py ...``: continued masked-LM pretraining of a BigBird, converted or not.
 
 Longformer and BigBird both continue MLM pretraining after copying a short model's position table
 to the long length; this is that step, on the text column of any ``data=`` source (the train split;
@@ -23,20 +23,22 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import BigBirdConfig, BigBirdForMaskedLM, DataCollatorForLanguageModeling
 from transformers.models.big_bird.modeling_big_bird import BigBirdOnlyMLMHead
 
-from .attention import backend_class, build_backend
-from .data.sampler import LengthBucketBatchSampler
-from .data.tokenization import resolve_tokenizer
-from .documents import join_text_columns
-from .encoder import build_encoder, make_encoder_config
-from .errors import UserError
-from .io_utils import atomic_dir, write_json_atomic
+from ..attention import backend_class, build_backend
+from ..cli import route_lightning_logs_to_hydra
+from ..data.documents import join_text_columns
+from ..data.sampler import LengthBucketBatchSampler
+from ..errors import UserError
+from ..io_utils import atomic_dir, write_json_atomic
+from ..models.encoder import build_encoder, make_encoder_config
+from ..models.tokenizer import resolve_tokenizer
 from .optim import build_optimizer, optimizer_config
+from .run import run_wrapper
 
 log = logging.getLogger(__name__)
 IGNORED = -100
@@ -48,7 +50,7 @@ def source_mlm_head(name: str | None, trust_remote_code: bool = False) -> dict[s
         return None
     from transformers import AutoModelForMaskedLM
 
-    from .convert import resolve_pretrained
+    from ..models.pretrained import resolve_pretrained
 
     try:
         source, info = AutoModelForMaskedLM.from_pretrained(resolve_pretrained(name), output_loading_info=True,
@@ -95,9 +97,8 @@ class MaskedLM(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         trust = bool(model.get("trust_remote_code", False))
-        backend = build_backend(attention["name"], block_size=int(encoder_config["block_size"]),
-                                num_random_blocks=int(encoder_config["num_random_blocks"]),
-                                **{k: v for k, v in attention.items() if k != "name"})
+        backend = build_backend(**attention, block_size=int(encoder_config["block_size"]),
+                                num_random_blocks=int(encoder_config["num_random_blocks"]))
         encoder = build_encoder(encoder_config, with_pooler=False, init_weights_from=init_weights_from,
                                 trust_remote_code=trust)
         head = BigBirdOnlyMLMHead(encoder.config)
@@ -154,17 +155,17 @@ def document_texts(datamodule: Any) -> list[str]:
     raw = datamodule.load_splits()
     train = raw["train"] if "train" in raw else None
     if train is None:
-        raise UserError(f"{datamodule.describe_source()} has no train split; task=mlm reads its texts")
+        raise UserError(f"{datamodule.describe_source()} has no train split; MLM reads its texts")
     missing = [c for c in datamodule.text_columns if c not in train.column_names]
     if missing:
-        raise UserError(f"task=mlm needs text, but the column '{missing[0]}' is not in the train split of "
+        raise UserError(f"MLM needs text, but the column '{missing[0]}' is not in the train split of "
                         f"{datamodule.describe_source()} (columns: {', '.join(train.column_names)}); "
                         "set data.text_column")
     texts = [join_text_columns(row, datamodule.text_columns, datamodule.text_separator)
              for row in train.select_columns(datamodule.text_columns)]
     texts = [t for t in texts if t.strip()]
     if not texts:
-        raise UserError(f"task=mlm: every text of {datamodule.describe_source()} is empty; set data.text_column")
+        raise UserError(f"MLM: every text of {datamodule.describe_source()} is empty; set data.text_column")
     return texts
 
 
@@ -175,18 +176,28 @@ def masked_batches(features: list[dict[str, Any]], collator: Any, batch_size: in
         return [collator(features[i:i + batch_size]) for i in range(0, len(features), batch_size)]
 
 
+def pretrain_from_train_config(cfg: DictConfig) -> float:
+    """``python train.py task=mlm``, the former spelling: the same run, its keys read from ``task.*``."""
+    rank_zero_info("task=mlm is deprecated: run python pretrain.py (the same keys under mlm.) instead")
+    with open_dict(cfg):
+        cfg.mlm = cfg.task
+    return pretrain(cfg)
+
+
+@run_wrapper
 def pretrain(cfg: DictConfig) -> float:
-    """What ``python train.py task=mlm`` does; returns the held-out MLM loss after training."""
-    task, output_dir = cfg.task, Path(cfg.paths.output_dir)
+    """What ``python pretrain.py`` does; returns the held-out MLM loss after training."""
+    route_lightning_logs_to_hydra()
+    task, output_dir = cfg.mlm, Path(cfg.paths.output_dir)
     probability = float(task.mlm_probability)
     if not 0 < probability < 1:
-        raise UserError(f"task.mlm_probability={probability} must be in (0, 1): fix task.mlm_probability")
+        raise UserError(f"mlm.mlm_probability={probability} must be in (0, 1): fix mlm.mlm_probability")
     L.seed_everything(int(cfg.seed), workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     texts = document_texts(datamodule)
     held_out = int(task.eval_documents)
     if not 0 < held_out < len(texts):
-        raise UserError(f"task.eval_documents={held_out} must be in 1..{len(texts) - 1} ({len(texts)} documents)")
+        raise UserError(f"mlm.eval_documents={held_out} must be in 1..{len(texts) - 1} ({len(texts)} documents)")
     generator = torch.Generator().manual_seed(int(cfg.seed))
     order = torch.randperm(len(texts), generator=generator).tolist()
     train_texts, eval_texts = [texts[i] for i in order[held_out:]], [texts[i] for i in order[:held_out]]
@@ -196,13 +207,13 @@ def pretrain(cfg: DictConfig) -> float:
                                   cache_dir=cfg.paths.cache_dir,
                                   trust_remote_code=bool(cfg.model.get("trust_remote_code", False)))
     if tokenizer.mask_token_id is None:
-        raise UserError(f"tokenizer '{cfg.model.tokenizer}' has no mask token; task=mlm needs one (model.tokenizer)")
+        raise UserError(f"tokenizer '{cfg.model.tokenizer}' has no mask token; MLM needs one (model.tokenizer)")
     attention = OmegaConf.to_container(cfg.attention, resolve=True)
-    encoder_config = make_encoder_config(model_cfg, tokenizer, backend_class(attention["name"]).hf_attention_type)
-    max_length = int(cfg.data.max_length)
-    if max_length > int(encoder_config["max_position_embeddings"]):
-        raise UserError(f"data.max_length={max_length} exceeds the model's max_position_embeddings="
-                        f"{encoder_config['max_position_embeddings']}; lower data.max_length")
+    backend = backend_class(attention["name"])
+    encoder_config = make_encoder_config(model_cfg, tokenizer, backend.hf_attention_type)
+    # the DataModule's own length and padding checks against the model (one owner of data.max_length)
+    max_length = datamodule.connect(int(encoder_config["block_size"]), int(encoder_config["max_position_embeddings"]),
+                                    block_aligned=backend.sparse).max_length
     module = MaskedLM(model_cfg, attention, encoder_config, OmegaConf.to_container(cfg.optim, resolve=True),
                       init_weights_from=model_cfg.get("pretrained"))
     tokenizer.model_max_length = int(encoder_config["max_position_embeddings"])

@@ -12,14 +12,8 @@ from typing import Any
 
 from transformers import BigBirdConfig, BigBirdModel, PreTrainedTokenizerBase
 
-from .convert import (
-    bigbird_config_values,
-    check_convertible,
-    check_tokenizer_fits,
-    converted_encoder,
-    load_config,
-    load_weights,
-)
+from .convert import bigbird_config_values, check_convertible, converted_encoder
+from .pretrained import check_tokenizer_fits, load_config, load_weights
 
 DEFAULT_CONVERTED_LENGTH = 4096
 #: HF's gelu_new (BigBird's default activation) is five elementwise ops with their temporaries;

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from transformers import get_scheduler
 
-from .errors import UserError
+from ..errors import UserError
 
 NO_DECAY_KEYWORDS = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight")
 LAYER_PATTERN = re.compile(r"^encoder\.encoder\.layer\.(\d+)\.")

@@ -15,17 +15,15 @@ character offsets, and their long-input paths run the model once per step.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .data.collate import BlockPaddingCollator
-from .documents import window_starts
-from .errors import UserError
-from .heads.base import Head
-from .io_utils import atomic_path
+from ..data.inputs import InputSpec
+from ..errors import UserError
+from ..heads.base import Head
+from ..io_utils import atomic_path
 
 METHODS = ("auto", "gradient", "pooling")
 
@@ -48,16 +46,13 @@ def check_evidence_options(k: Any, html_path: Any, window: Any, method: Any = "a
     return k, path, window
 
 
-def document_windows(tokenizer: Any, text: str, max_length: int, long_docs: str, stride: int
+def document_windows(tokenizer: Any, text: str, inputs: InputSpec, long_docs: str
                      ) -> tuple[list[tuple[int, int]], list[list[int]], list[int]]:
-    """The document's content-token offsets, its model inputs (as predict builds them) and where each
-    input starts in the content tokens."""
+    """The document's content-token offsets, its model inputs (as predict builds them: the spec's
+    windows) and where each input starts in the content tokens."""
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    content, offsets = encoded["input_ids"], encoded["offset_mapping"]
-    body = max_length - 2
-    starts = window_starts(len(content), body, stride, long_docs)
-    inputs = [[tokenizer.cls_token_id, *content[s : s + body], tokenizer.sep_token_id] for s in starts]
-    return offsets, inputs, starts
+    windows = inputs.windows(encoded["input_ids"], tokenizer.cls_token_id, tokenizer.sep_token_id, long_docs)
+    return encoded["offset_mapping"], [ids for _, ids in windows], [start for start, _ in windows]
 
 
 def token_scores(module: Any, inputs: list[list[int]], starts: list[int], n_tokens: int,
@@ -66,8 +61,7 @@ def token_scores(module: Any, inputs: list[list[int]], starts: list[int], n_toke
     being the task's ``evidence_target`` of the document's aggregated logits (as predict
     aggregates windows)."""
     device = module.device
-    multiple = int((module.hparams.data or {}).get("pad_to_multiple_of", module.hparams.model["block_size"]))
-    batch = BlockPaddingCollator(module.tokenizer, multiple)([{"input_ids": x} for x in inputs])
+    batch = module.inputs.collator(module.tokenizer)([{"input_ids": x} for x in inputs])
     ids, mask = batch["input_ids"], batch["attention_mask"]
     captured: dict[str, torch.Tensor] = {}
 
@@ -141,10 +135,10 @@ def resolve_method(module: Any, method: str) -> str:
     return method
 
 
-def explain(module: Any, texts: list[str], k: int, window: int, max_length: int, long_docs: str, stride: int,
+def explain(module: Any, texts: list[str], k: int, window: int, inputs: InputSpec, long_docs: str,
             aggregation: str, method: str = "auto") -> list[list[dict[str, Any]]]:
     """Per document, its K evidence spans (best first); the target is recomputed from the same
-    windows predict read."""
+    windows predict read (``inputs``: the spec predict used)."""
     method = resolve_method(module, method)
     was_training = module.training
     module.eval()
@@ -154,8 +148,8 @@ def explain(module: Any, texts: list[str], k: int, window: int, max_length: int,
     try:
         out = []
         for text in texts:
-            offsets, inputs, starts = document_windows(module.tokenizer, text, max_length, long_docs, stride)
-            scores = token_scores(module, inputs, starts, len(offsets), aggregation, method)
+            offsets, windows, starts = document_windows(module.tokenizer, text, inputs, long_docs)
+            scores = token_scores(module, windows, starts, len(offsets), aggregation, method)
             out.append(best_spans(scores, offsets, text, k, window))
         return out
     finally:
@@ -187,8 +181,3 @@ def write_html(path: Path, ids: list[Any], texts: list[str], headlines: list[str
     parts.append("</body></html>")
     with atomic_path(path) as tmp:
         tmp.write_text("".join(parts), encoding="utf-8")
-
-
-def as_column(evidence: list[list[dict[str, Any]]], csv: bool) -> list[Any]:
-    """jsonl keeps the list; a csv cell holds it as a JSON string."""
-    return [json.dumps(spans, ensure_ascii=False) for spans in evidence] if csv else evidence

@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attention import build_backend
-from .attention.base import AttentionBackend
+from ..attention import build_backend
+from ..attention.base import AttentionBackend
+from ..heads import build_head, head_class
 from .encoder import build_encoder
-from .heads import build_head, head_class
 
 
 class LongDocumentClassifier(nn.Module):
@@ -48,12 +48,8 @@ def build_model(
     The block size and number of random blocks are read from ``encoder_config`` only: they were put
     there from ``model.*`` once (``make_encoder_config``), so the backend and the encoder cannot disagree.
     """
-    backend = build_backend(
-        attention["name"],
-        block_size=int(encoder_config["block_size"]),
-        num_random_blocks=int(encoder_config["num_random_blocks"]),
-        **{k: v for k, v in attention.items() if k != "name"},
-    )
+    backend = build_backend(**attention, block_size=int(encoder_config["block_size"]),
+                            num_random_blocks=int(encoder_config["num_random_blocks"]))
     encoder = build_encoder(
         encoder_config,
         with_pooler=head_class(head["name"]).uses_pooler,
@@ -62,13 +58,10 @@ def build_model(
     )
     if model.get("gradient_checkpointing"):
         encoder.gradient_checkpointing_enable()
-    head_options = {k: v for k, v in head.items() if k != "name"}
-    if head_options.get("activation") is None:
-        # HF's classification head uses the encoder's activation; export parity depends on it
-        head_options["activation"] = encoder.config.hidden_act
+    # HF's classification head uses the encoder's activation (activation: null); export parity depends on it
+    head = {**head, "activation": head.get("activation") or encoder.config.hidden_act}
     network = LongDocumentClassifier(
-        encoder, backend, build_head(head["name"], encoder.config.hidden_size, num_labels, **head_options)
-    )
+        encoder, backend, build_head(**head, hidden_size=encoder.config.hidden_size, num_labels=num_labels))
     if model.get("compile"):
         # in place (nn.Module.compile): parameter names, checkpoints and export stay those of the eager model
         network.compile()

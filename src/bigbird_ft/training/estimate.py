@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from .io_utils import write_json_atomic
+from ..io_utils import write_json_atomic
 
 #: timed repetitions per shape, after one untimed warm-up
 REPEATS = 2
@@ -123,14 +123,14 @@ def estimate_run(cfg: Any, module: Any, datamodule: Any, output_dir: Path, start
     each rank reads 1/world of the batches, which this does not model.
     """
     startup_s = process_age_s() or startup_s
-    multiple = int(datamodule.pad_to_multiple_of)
+    multiple = int(datamodule.inputs.pad_to_multiple_of)
     collate = datamodule.collator()
     splits = {name: datamodule.tokenized[name] for name in ("train", "validation", "test")
               if name in datamodule.tokenized}
     lengths = {name: list(ds["length"]) for name, ds in splits.items()}
     train_batches = list(datamodule.train_dataloader().batch_sampler)
     train_shapes = padded_shapes(train_batches, lengths["train"], multiple)
-    eval_plan = {name: eval_batches(len(lengths[name]), datamodule.eval_batch_size)
+    eval_plan = {name: eval_batches(len(lengths[name]), datamodule.inputs.eval_batch_size)
                  for name in ("validation", "test") if name in lengths}
     epochs = int(cfg.trainer.get("max_epochs") or 1)
     tested = bool(cfg.get("test", False)) and "test" in eval_plan

@@ -14,11 +14,11 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from .attention import backend_class
+from ..attention import backend_class
+from ..errors import UserError
+from ..tasks import DEFAULT_TASK
+from .classifier import BigBirdClassifier
 from .encoder import make_encoder_config
-from .errors import UserError
-from .module import BigBirdClassifier
-from .tasks import DEFAULT_TASK
 
 
 def build_classifier(
@@ -58,36 +58,6 @@ def build_classifier(
         tokenizer.model_max_length = int(encoder_config["max_position_embeddings"])
         module.tokenizer = tokenizer
     return module
-
-
-def find_checkpoint(run_dir: str | Path | None = None, ckpt_path: str | Path | None = None,
-                    resume: bool = False) -> Path:
-    """The one reading of ``run_dir=`` / ``ckpt_path=`` for every entry point.
-
-    A run dir means its best checkpoint (the one ``ModelCheckpoint`` kept), or ``last.ckpt`` when it
-    kept none (``debug=fdr``) or when resuming (``resume``: training goes on from where it stopped).
-    ``ckpt_path`` may name a file or a run dir; a missing one is one line naming the key.
-    """
-    key, value = ("ckpt_path", ckpt_path) if ckpt_path else ("run_dir", run_dir)
-    if not value:
-        raise UserError("no model given; set run_dir=<a train run dir> or ckpt_path=<file.ckpt>")
-    path = Path(str(value)).expanduser()
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise UserError(f"checkpoint not found: {path}; fix {key} (a .ckpt file or a train run dir)")
-    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    best = sorted(p for p in folder.glob("*.ckpt") if not p.name.startswith("last"))
-    lasts = sorted(folder.glob("last*.ckpt"))
-    if len(best) > 1 or len(lasts) > 1:
-        # two runs in one folder (last-v1.ckpt, epoch_000-v1.ckpt) or save_top_k > 1: which is meant is a guess
-        names = ", ".join(p.name for p in [*best, *lasts][:6])
-        raise UserError(f"{folder} holds several checkpoints ({names}); set ckpt_path to the one to use")
-    if best and not resume:
-        return best[0]
-    if lasts:
-        return lasts[0]
-    raise UserError(f"no checkpoint in {folder}; fix {key} (a .ckpt file or a train run dir)")
 
 
 def load_classifier(path: str | Path, key: str = "ckpt_path") -> BigBirdClassifier:

@@ -19,9 +19,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from .distributed import gather_objects, world
-from .errors import UserError
-from .io_utils import atomic_path
+from ..distributed import gather_objects, world
 from .plots import save_reliability_diagram
 
 #: a fitted T outside (1/100, 100) is no temperature but a degenerate fit: a model no better than
@@ -104,80 +102,89 @@ def calibration_metrics(logits: torch.Tensor, labels: torch.Tensor, temperature:
     return out
 
 
-class CollectLogits(L.Callback):
-    """The uncalibrated logits and labels of one validate/test pass, from every rank.
+class TemperatureScaling(L.Callback):
+    """Temperature scaling as a callback: T is fitted on every validation pass of ``fit`` and written
+    into the checkpoints saved after that pass (Lightning's ``on_save_checkpoint``), so each
+    checkpoint, the best one included, carries the T of its own weights; the module trains at T = 1.
 
-    The module's eval steps return their logits; the module's current temperature is multiplied
-    back so these are always the raw logits.
+    On the validate and test passes after fit (the best checkpoint loaded, with its T), it measures
+    ECE and Brier before and after T (``report``) and draws ``reliability.png``. ``fit=False``
+    (``calibrate=false``, or evaluating a checkpoint) measures the checkpoint's T as it is.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fit: bool = True, run_dir: str | Path | None = None) -> None:
+        self.fit, self.run_dir = fit, Path(run_dir) if run_dir is not None else None
         self.logits: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
+        self.temperature, self.reason = 1.0, "not_fitted"
+        self.fitted: list[tuple[float, str]] = []  # (T, why) of each validation pass of fit
+        self.report: dict[str, Any] = {}
 
-    def _collect(self, pl_module: Any, outputs: Any, batch: Any) -> None:
-        if isinstance(outputs, dict) and "logits" in outputs:
-            raw = outputs["logits"].detach().float() * pl_module.model.temperature.float()
-            self.logits.append(raw.cpu())
-            self.labels.append(batch["labels"].detach().cpu())
+    # ------------------------------------------------------------ collect
+    def _collect(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any) -> None:
+        if trainer.sanity_checking or not isinstance(outputs, dict) or "logits" not in outputs:
+            return
+        # the module's current T multiplied back: always the raw logits
+        self.logits.append((outputs["logits"].detach().float() * pl_module.model.temperature.float()).cpu())
+        self.labels.append(batch["labels"].detach().cpu())
 
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any,
-                                batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not trainer.sanity_checking:
-            self._collect(pl_module, outputs, batch)
-
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._collect(pl_module, outputs, batch)
-
-    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _result(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All ranks' rows (each rank read its own share of the split), on every rank."""
         mine = (torch.cat(self.logits), torch.cat(self.labels))
+        self.logits, self.labels = [], []
         parts = gather_objects(mine)
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        pl_module.model.temperature.fill_(1.0)  # a resumed checkpoint's T must not scale the training logits
 
-def store_temperature(checkpoint: str | Path, temperature: float) -> None:
-    """Write T into a saved checkpoint (the best one, which predict and export read)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    state["state_dict"]["model.temperature"] = torch.tensor(temperature)
-    with atomic_path(Path(checkpoint)) as tmp:
-        torch.save(state, tmp)
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._collect(trainer, pl_module, outputs, batch)
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._collect(trainer, pl_module, outputs, batch)
+
+    # ------------------------------------------------------ fit and report
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if trainer.sanity_checking or not self.logits:
+            return
+        logits, labels = self._result()
+        if trainer.state.fn == "fit":
+            if self.fit:
+                self.temperature, self.reason = choose_temperature(logits, labels)
+                self.fitted.append((self.temperature, self.reason))
+            return
+        temperature = float(pl_module.model.temperature)
+        if self.fitted:
+            # the reason that went with the loaded checkpoint's T (the best epoch's, not the last one's)
+            matching = [r for t, r in self.fitted if abs(t - temperature) <= 1e-6 * max(t, 1.0)]
+            reason = matching[-1] if matching else self.reason
+            what = "fitted" if reason == "fitted" else TEMPERATURE_REASONS[reason]
+            rank_zero_info(f"Calibration: temperature {temperature:.4f} ({what}; {len(labels)} validation documents)")
+            self.report["val/temperature_reason"] = reason
+        self._measure("val", logits, labels, temperature)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if self.logits:
+            self._measure("test", *self._result(), float(pl_module.model.temperature))
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        if self.fit and trainer.state.fn == "fit":
+            checkpoint["state_dict"]["model.temperature"] = torch.tensor(self.temperature)
+
+    def _measure(self, stage: str, logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> None:
+        """ECE/Brier of one evaluated split, before and after T; ``reliability.png`` shows the last one
+        measured (test when there is one)."""
+        values = {f"{stage}/{k}": v for k, v in calibration_metrics(logits, labels, temperature).items()}
+        self.report.update(values)
+        if stage == "val":
+            self.report["val/temperature"] = temperature
+        if world()[0] == 0 and self.run_dir is not None:
+            curves = {f"T = 1 (ECE {values[f'{stage}/ece_uncalibrated']:.3f})": (logits.softmax(-1), labels),
+                      f"T = {temperature:.2f} (ECE {values[f'{stage}/ece']:.3f})": (
+                          (logits / temperature).softmax(-1), labels)}
+            save_reliability_diagram(curves, self.run_dir, f"{stage} reliability ({len(labels)} documents)")
 
 
-def check_calibrate(cfg: Any) -> None:
-    """A calibration that cannot run fails before training, not after it."""
-    value = cfg.get("calibrate", False)
-    if not isinstance(value, bool):
-        raise UserError(f"calibrate={value} is not true or false: fix calibrate")
-    if value and cfg.get("train", True) and cfg.trainer.get("limit_val_batches", 1.0) in (0, 0.0):
-        raise UserError("calibrate=true fits a temperature on the validation split, which "
-                        "trainer.limit_val_batches=0 turns off: set calibrate=false or drop limit_val_batches")
-
-
-def report(stage: str, collector: CollectLogits, module: Any, run_dir: Path, fit: bool = False,
-           checkpoint: str | None = None) -> dict[str, Any]:
-    """ECE/Brier of one evaluated split, before and after scaling; with ``fit`` first fits T on it.
-
-    ``reliability.png`` shows the last split reported (test when there is one).
-    """
-    logits, labels = collector.result()
-    collector.logits, collector.labels = [], []
-    reason = None
-    if fit:
-        temperature, reason = choose_temperature(logits, labels)
-        module.model.temperature.fill_(temperature)
-        if checkpoint and world()[0] == 0:
-            store_temperature(checkpoint, temperature)
-        what = "fitted" if reason == "fitted" else TEMPERATURE_REASONS[reason]
-        rank_zero_info(f"Calibration: temperature {temperature:.4f} ({what}; {len(labels)} validation documents)")
-    temperature = float(module.model.temperature)
-    values: dict[str, Any] = {f"{stage}/{k}": v for k, v in calibration_metrics(logits, labels, temperature).items()}
-    if reason is not None:
-        values["val/temperature_reason"] = reason
-    if world()[0] == 0:
-        curves = {f"T = 1 (ECE {values[f'{stage}/ece_uncalibrated']:.3f})": (logits.softmax(-1), labels),
-                  f"T = {temperature:.2f} (ECE {values[f'{stage}/ece']:.3f})": ((logits / temperature).softmax(-1),
-                                                                               labels)}
-        save_reliability_diagram(curves, run_dir, f"{stage} reliability ({len(labels)} documents)")
-    return {**({"val/temperature": temperature} if stage == "val" else {}), **values}

@@ -1,0 +1,1 @@
+"""The model: encoder, network, LightningModule, the one factory, pretrained loading and conversion."""

@@ -1,0 +1,1 @@
+"""Training: train(), its checks, callbacks, recipe, calibration, plots, the cost estimate, MLM."""
