@@ -60,11 +60,14 @@ def test_model_divides_its_logits_by_the_temperature(make_classifier):
 
 
 def test_a_run_fits_stores_and_reports_the_temperature(tmp_path):
-    result = run_script("train.py", tiny_overrides(tmp_path, **{"trainer.max_epochs": 2}))
+    # 64 validation documents: above the 50 a fit needs
+    result = run_script("train.py", tiny_overrides(tmp_path, **{"trainer.max_epochs": 2,
+                                                               "data.spec.num_validation": 64}))
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
     temperature = metrics["val/temperature"]
+    assert metrics["val/temperature_reason"] == "fitted"
     assert temperature != pytest.approx(1.0, abs=1e-3)
     # the fit minimises validation NLL: its ECE/Brier there are no worse than before (Brier is a proper score)
     assert metrics["val/brier"] <= metrics["val/brier_uncalibrated"] + 1e-6

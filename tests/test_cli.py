@@ -17,6 +17,8 @@ def test_train_debug_fdr_writes_run_dir(tmp_path):
     assert (run / ".hydra" / "config.yaml").exists()
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"val/acc", "val/f1", "test/acc", "test/f1"} <= set(metrics)
+    # one validation batch of 8 documents: too few to fit a temperature, which stays 1 and says why
+    assert metrics["val/temperature"] == 1.0 and metrics["val/temperature_reason"] == "too_few_documents"
     config = json.loads((run / "hf_model" / "config.json").read_text())
     assert sorted(config["id2label"].values()) == ["east", "north", "south", "west"]
     assert f"Output dir: {run}" in result.stdout + result.stderr
