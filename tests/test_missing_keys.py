@@ -33,7 +33,6 @@ CASES = [
 
 #: python -m bigbird_ft.<tool>: conf/export.yaml and conf/convert.yaml
 TOOL_CASES = [
-    ("export", ["out=x"], "ckpt_path"),
     ("export", ["ckpt_path=a.ckpt"], "out"),
     ("convert", ["out=x"], "src"),
     ("convert", ["src=x"], "out"),
@@ -61,9 +60,17 @@ def test_export_and_convert_name_a_missing_key(tool, args, key):
     assert result.stderr.strip().splitlines() == [f"error: {key} is required but not set; add {key}=... to the command"]
 
 
+def test_export_without_a_model_names_both_keys():
+    """export takes run_dir= or ckpt_path= (the one checkpoint resolver): neither is one line naming both."""
+    result = subprocess.run([sys.executable, "-m", "bigbird_ft.export", "out=x"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: no model given; set run_dir=<a train run dir> or ckpt_path=<file.ckpt>"]
+
+
 def test_export_names_an_unknown_key():
     result = subprocess.run([sys.executable, "-m", "bigbird_ft.export", "ckpt_path=a.ckpt", "out=x", "onnx=3"],
                             capture_output=True, text=True)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1
-    assert "onnx" in lines[0] and "ckpt_path, out, onnx_length" in lines[0]
+    assert "onnx" in lines[0] and "run_dir, ckpt_path, out, onnx_length" in lines[0]

@@ -109,7 +109,7 @@ def test_export_cli_exports_a_checkpoint(make_classifier, tmp_path):
     assert (tmp_path / "x" / "config.json").exists()
     bad = run_script("export", [f"ckpt_path={tmp_path / 'missing.ckpt'}", "out=y"])
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        f"error: checkpoint not found: {tmp_path / 'missing.ckpt'}; fix ckpt_path"]
+        f"error: checkpoint not found: {tmp_path / 'missing.ckpt'}; fix ckpt_path (a .ckpt file or a train run dir)"]
 
 
 def test_non_finite_loss_stops_with_the_step(make_classifier, monkeypatch):

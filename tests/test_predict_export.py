@@ -20,9 +20,12 @@ def test_pipeline_on_export_equals_predict_py_on_50_documents(tmp_path):
 
     from bigbird_ft.data.synthetic import SyntheticCorpus, SyntheticSpec
 
-    run = train_tiny(tmp_path, "head=cls", "data.spec.num_train=64", "test=false")
+    # 64 validation documents: enough for a temperature fit (50 at least)
+    run = train_tiny(tmp_path, "head=cls", "data.spec.num_train=64", "data.spec.num_validation=64", "test=false")
     # calibrate=true (the default): predict divides by T, the export has T folded into its last layer
-    assert json.loads((run / "metrics.json").read_text())["val/temperature"] != pytest.approx(1.0, abs=1e-3)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val/temperature_reason"] == "fitted", metrics
+    assert metrics["val/temperature"] != pytest.approx(1.0, abs=1e-3)
     rows = SyntheticCorpus(SyntheticSpec(seed=99, min_words=30, max_words=700)).split("test", 50)
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps(r) + "\n" for r in rows))
