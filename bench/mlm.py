@@ -3,7 +3,7 @@
     PYTHONPATH=src python bench/mlm.py [--steps 300] [--downstream-length 512] [--out FILE]
 
 1. The training texts of Hyperpartisan (train split, 645 articles) and PEPs (its train split) go
-   into one jsonl; ``python train.py task=mlm model=minilm_l6 data=files ...`` adapts the converted
+   into one jsonl; ``python pretrain.py model=minilm_l6 data=files ...`` adapts the converted
    all-MiniLM-L6-v2 (positions copied to 4,096) with our block_sparse attention for ``--steps``
    optimizer steps and reports the held-out MLM loss (32 documents, masks fixed) at 4,096 and 512
    tokens before and after (``mlm_loss_before`` / ``mlm_loss_after``: at 4,096).
@@ -29,13 +29,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(args: list[str]) -> float:
+def run(args: list[str], script: str = "train.py") -> float:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT / "src")}
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env,
                             capture_output=True, text=True)
     if result.returncode != 0:
-        sys.exit(f"train.py {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+        sys.exit(f"{script} {' '.join(args)} failed:\n{result.stderr[-3000:]}")
     return time.perf_counter() - started
 
 
@@ -75,9 +75,9 @@ def main() -> None:
     texts = args.workdir / "texts.jsonl"
     counts = corpus(texts, args.workdir / "cache", args.shared_data)
     mlm_dir = args.workdir / "mlm"
-    mlm_args = ["task=mlm", "model=minilm_l6", "data=files", f"data.train_file={texts}",
+    mlm_args = ["model=minilm_l6", "data=files", f"data.train_file={texts}",
                 f"data.max_length={args.max_length}", "data.batch_size=2", "data.eval_batch_size=2",
-                f"task.max_steps={args.steps}", "task.eval_documents=32", "task.eval_max_lengths=[512]",
+                f"mlm.max_steps={args.steps}", "mlm.eval_documents=32", "mlm.eval_max_lengths=[512]",
                 "optim=adamw", "optim.lr=5e-5", "optim.warmup_ratio=0.06", "trainer.gradient_clip_val=1.0",
                 "callbacks.rich_progress_bar=null", f"hydra.run.dir={mlm_dir}"]
     if args.reuse_mlm:
@@ -85,10 +85,10 @@ def main() -> None:
             sys.exit(f"--reuse-mlm: no {mlm_dir / 'mlm.json'}; run without --reuse-mlm first")
         mlm_s = json.loads(args.out.read_text())["mlm_wall_s"] if args.out.exists() else float("nan")
     else:
-        mlm_s = run(mlm_args)
+        mlm_s = run(mlm_args, "pretrain.py")
     report = {"command": " ".join(["PYTHONPATH=src python bench/mlm.py", *sys.argv[1:]]),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "texts": counts,
-              "mlm_command": "python train.py " + " ".join(mlm_args), "mlm_wall_s": round(mlm_s, 1),
+              "mlm_command": "python pretrain.py " + " ".join(mlm_args), "mlm_wall_s": round(mlm_s, 1),
               **json.loads((mlm_dir / "mlm.json").read_text()), "goal": "mlm_loss_after <= 0.9 x mlm_loss_before"}
     if not args.skip_downstream:
         downstream = {}

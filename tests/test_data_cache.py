@@ -22,7 +22,7 @@ from .conftest import shared_path
 def _tokenized_twice(make, tokenizer, monkeypatch) -> tuple[DocumentDataModule, DocumentDataModule]:
     first = make()
     first.prepare_raw()
-    first.attach_tokenizer(tokenizer)
+    first.connect(tokenizer, block_size=16, max_positions=4096)
     first.setup()
     calls = []
     original = type(tokenizer).__call__
@@ -34,7 +34,7 @@ def _tokenized_twice(make, tokenizer, monkeypatch) -> tuple[DocumentDataModule, 
     monkeypatch.setattr(type(tokenizer), "__call__", counting)
     second = make()
     second.prepare_raw()
-    second.attach_tokenizer(tokenizer)
+    second.connect(tokenizer, block_size=16, max_positions=4096)
     second.setup()
     assert calls == [], "the second setup tokenized again instead of reading the cache"
     for split, ds in first.tokenized.items():
@@ -83,7 +83,7 @@ def test_other_max_length_or_data_misses_the_cache(tmp_path, tiny_tokenizer):
         frame.to_csv(path, index=False)
         dm = FilesDataModule(train_file=str(path), cache_dir=str(tmp_path / "c"), max_length=max_length)
         dm.prepare_raw()
-        dm.attach_tokenizer(tiny_tokenizer)
+        dm.connect(tiny_tokenizer, block_size=16, max_positions=4096)
         dm.setup()
         files.append(dm.tokenized["train"].cache_files[0]["filename"])
     assert len(set(files)) == 3

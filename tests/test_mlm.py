@@ -1,4 +1,4 @@
-"""task=mlm: continued masked-LM pretraining; the loss drops, the head carries over, the output fine-tunes."""
+"""pretrain.py: continued masked-LM pretraining; the loss drops, the head carries over, the output fine-tunes."""
 
 from __future__ import annotations
 
@@ -10,17 +10,18 @@ import torch
 from .conftest import run_script, tiny_overrides
 
 
-def mlm_overrides(tmp, **extra):
-    return ["task=mlm", *tiny_overrides(tmp, **{"task.max_steps": 40, "task.eval_documents": 8, "optim.lr": 3e-3,
-                                                "data.spec.num_train": 64, "task.eval_max_lengths": "[128]",
-                                                **extra})]
+def mlm_overrides(tmp, prefix: str = "mlm", **extra):
+    overrides = tiny_overrides(tmp, **{f"{prefix}.max_steps": 40, f"{prefix}.eval_documents": 8, "optim.lr": 3e-3,
+                                       "data.spec.num_train": 64, f"{prefix}.eval_max_lengths": "[128]", **extra})
+    # pretrain.py has no callbacks group (its Trainer saves no checkpoints: it writes a stock folder)
+    return [o for o in overrides if prefix == "task" or not o.startswith("callbacks.")]
 
 
 @pytest.mark.slow
 def test_mlm_loss_drops_and_the_saved_encoder_fine_tunes(tmp_path):
     from transformers import BigBirdForMaskedLM
 
-    result = run_script("train.py", mlm_overrides(tmp_path))
+    result = run_script("pretrain.py", mlm_overrides(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "mlm.json").read_text())
     assert report["steps"] == 40 and report["head_from_checkpoint"] is False
@@ -73,9 +74,19 @@ def test_mlm_on_data_without_text_is_one_line(tmp_path):
     data.write_text("body,label\nsome words here,a\nmore words,b\n" * 4)
     overrides = [o for o in mlm_overrides(tmp_path, **{"data": "files", "data.train_file": data})
                  if not o.startswith("data.spec")]
-    result = run_script("train.py", overrides)
+    result = run_script("pretrain.py", overrides)
     from .test_data_errors import assert_one_line_error
 
-    assert_one_line_error(result, "task=mlm needs text, but the column 'text' is not in the train split",
+    assert_one_line_error(result, "MLM needs text, but the column 'text' is not in the train split",
                           "set data.text_column", tmp_path=tmp_path)
     assert not (tmp_path / "run" / "mlm.json").exists()
+
+
+def test_the_former_task_mlm_still_runs_with_a_note(tmp_path):
+    """python train.py task=mlm (the spelling before pretrain.py) keeps working and says what replaced it."""
+    overrides = mlm_overrides(tmp_path, prefix="task", **{"task.max_steps": 2, "data.spec.num_train": 16,
+                                                          "task.eval_max_lengths": "[]"})
+    result = run_script("train.py", ["task=mlm", *overrides])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "task=mlm is deprecated: run python pretrain.py" in result.stdout + result.stderr
+    assert json.loads((tmp_path / "run" / "mlm.json").read_text())["steps"] == 2

@@ -149,6 +149,7 @@ def test_mostly_unknown_documents_get_one_warning_line(caplog):
 @pytest.mark.parametrize(("command", "own", "foreign"), [
     (["train.py"], ["data", "model", "optim", "calibrate", "optimized_metric"], []),
     (["predict.py"], ["run_dir", "ckpt_path", "long_docs", "evidence"], ["attention", "optimized_metric"]),
+    (["pretrain.py"], ["data", "model", "mlm.max_steps", "mlm.mlm_probability"], ["optimized_metric", "long_docs"]),
     (["-m", "bigbird_ft.export"], ["run_dir", "ckpt_path", "out", "onnx_length"], ["attention", "long_docs"]),
     (["-m", "bigbird_ft.convert"], ["src", "out", "max_position_embeddings"], ["attention", "long_docs"]),
 ])

@@ -87,7 +87,8 @@ def test_multi_label_unseen_eval_label_is_an_error():
 def test_labels_reach_the_batch_with_their_type(tiny_tokenizer, labels, kwargs, dtype, first):
     dm = InMemory({"train": {"text": texts(8), "label": labels},
                    "validation": {"text": texts(8), "label": labels}}, pad_to_multiple_of=16, **kwargs)
-    dm.attach_tokenizer(tiny_tokenizer)
+    dm.prepare_raw()
+    dm.connect(tiny_tokenizer, block_size=16, max_positions=4096)
     dm.setup()
     features = [dm.tokenized["validation"][i] for i in range(4)]
     batch = BlockPaddingCollator(tiny_tokenizer, 16)(features)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bigbird_ft.data.inputs import InputSpec
 from bigbird_ft.errors import UserError
 from bigbird_ft.tasks.token_classification import (
     IGNORED,
@@ -24,7 +25,7 @@ def test_first_sub_word_carries_the_tag_the_rest_is_ignored(tiny_tokenizer):
     words = ["Varnoxel", "is", "a", "riverbank", "."]
     ids, word_ids = encode_words(tiny_tokenizer, [words])
     assert len(ids[0]) > len(words)  # some words are split: the alignment has work to do
-    (feature,) = word_features(ids[0], word_ids[0], [1, 0, 0, 2, 0], body=100, stride=10,
+    (feature,) = word_features(ids[0], word_ids[0], [1, 0, 0, 2, 0], InputSpec(102, 16, stride=10),
                                cls_id=tiny_tokenizer.cls_token_id, sep_id=tiny_tokenizer.sep_token_id)
     assert feature["input_ids"][0] == tiny_tokenizer.cls_token_id and feature["input_ids"][-1] == tiny_tokenizer.sep_token_id
     seen = set()
@@ -41,7 +42,7 @@ def test_first_sub_word_carries_the_tag_the_rest_is_ignored(tiny_tokenizer):
 def test_windows_tag_every_word_exactly_once(tiny_tokenizer):
     words = [f"w{i % 37}ab" for i in range(300)]
     ids, word_ids = encode_words(tiny_tokenizer, [words])
-    features = word_features(ids[0], word_ids[0], None, body=40, stride=12, cls_id=0, sep_id=1)
+    features = word_features(ids[0], word_ids[0], None, InputSpec(42, 16, stride=12), cls_id=0, sep_id=1)
     assert len(features) > 5 and all(len(f["input_ids"]) <= 42 for f in features)
     owned = [w for f in features for w in f["word_ids"] if w >= 0]
     assert sorted(owned) == list(range(len(words)))  # each word once, none missing

@@ -81,7 +81,7 @@ def documented_keys(path: Path) -> tuple[list[str], list[tuple[str, str, str]], 
     """(the file's leading comment lines, its top-level (key, value, comment), its defaults-list
     (group, option, comment)), read as text: the comments are what a yaml parser throws away."""
     header, keys, groups = [], [], []
-    in_defaults = False
+    in_defaults, node = False, None
     for line in path.read_text().splitlines():
         if line.startswith("#") and not keys and not groups:
             header.append(line.lstrip("# ").rstrip())
@@ -94,9 +94,14 @@ def documented_keys(path: Path) -> tuple[list[str], list[tuple[str, str, str]], 
             groups.append((group.group(1), group.group(2), group.group(3) or ""))
             continue
         key = KEY_LINE.match(line)
+        child = KEY_LINE.match(line[2:]) if node and line.startswith("  ") and not line.startswith("   ") else None
         if key:
             in_defaults = False
-            keys.append((key.group(1), key.group(2), key.group(3) or ""))
+            node = key.group(1) if not key.group(2) else None  # a node: its keys follow, indented
+            if node is None:
+                keys.append((key.group(1), key.group(2), key.group(3) or ""))
+        elif child:
+            keys.append((f"{node}.{child.group(1)}", child.group(2), child.group(3) or ""))
     return header, keys, groups
 
 

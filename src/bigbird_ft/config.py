@@ -54,7 +54,7 @@ class Registry(Generic[T]):
             raise UserError(f"unknown {self.kind} '{name}'; set {self.key}= to one of {', '.join(self.names())}")
         return self._classes[name]
 
-    def build(self, name: str, /, *args: Any, **options: Any) -> T:
+    def build(self, name: str, *args: Any, **options: Any) -> T:
         return self.get(name)(*args, **options)
 
 

@@ -269,10 +269,11 @@ class DocumentDataModule(L.LightningDataModule):
         return list(self.raw["train"]["text"])
 
     # ------------------------------------------------------------ tokenized
-    def connect(self, block_size: int, max_positions: int, block_aligned: bool = True) -> InputSpec:
-        """The model hands over what batches must fit (litgpt's ``DataModule.connect``): padding to
-        its block size unless ``data.pad_to_multiple_of`` says otherwise, and its position table.
-        The result is the run's ``InputSpec``: what the checkpoint stores and predict reads.
+    def connect(self, tokenizer: PreTrainedTokenizerBase, block_size: int, max_positions: int,
+                block_aligned: bool = True) -> InputSpec:
+        """The model hands over its tokenizer and what batches must fit (litgpt's ``DataModule.connect``):
+        padding to its block size unless ``data.pad_to_multiple_of`` says otherwise, and its position
+        table. The result is the run's ``InputSpec``: what the checkpoint stores and predict reads.
 
         Fails in seconds, before the first step, on lengths the model cannot take.
         """
@@ -294,6 +295,7 @@ class DocumentDataModule(L.LightningDataModule):
             tokens_column=self.tokens_column, tags_column=self.tags_column, eval_batch_size=self.eval_batch_size,
         )
         self.inputs.check(windows=bool(self.task and self.task.per_token), prefix="data.")
+        self.attach_tokenizer(tokenizer)
         return self.inputs
 
     def attach_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -304,7 +306,7 @@ class DocumentDataModule(L.LightningDataModule):
         if self.tokenized is not None:
             return
         if self.tokenizer is None or self.inputs is None:
-            raise RuntimeError("attach_tokenizer() and connect() must be called before setup()")
+            raise RuntimeError("connect() must hand over the tokenizer and lengths before setup()")
         self.prepare_raw()
         tokenizer, inputs, label2id = self.tokenizer, self.inputs, self.label2id
         max_length = inputs.max_length

@@ -19,6 +19,7 @@ from ..errors import UserError
 from ..tasks import DEFAULT_TASK
 from .classifier import BigBirdClassifier
 from .encoder import make_encoder_config
+from .tokenizer import resolve_tokenizer
 
 
 def build_classifier(
@@ -72,3 +73,33 @@ def load_classifier(path: str | Path, key: str = "ckpt_path") -> BigBirdClassifi
             f"{path} holds a pickled Python object ({what}), not only tensors and plain values; refusing "
             f"to load it (weights_only); fix {key} or re-save the checkpoint without it"
         ) from None
+
+
+def classifier_for_data(model: Mapping[str, Any], attention: Mapping[str, Any], head: Mapping[str, Any],
+                        optim: Mapping[str, Any], datamodule: Any, cache_dir: str) -> BigBirdClassifier:
+    """A new classifier for a prepared DataModule: its tokenizer (the encoder's own, or one fitted on the
+    training texts), the loss weights its labels give, and the DataModule connected to the model (the
+    ``InputSpec`` the checkpoint stores for predict)."""
+    tokenizer = resolve_tokenizer(str(model["tokenizer"]), train_texts=datamodule.train_texts, cache_dir=cache_dir,
+                                  vocab_size=int(model.get("tokenizer_vocab_size") or 8000),
+                                  trust_remote_code=bool(model.get("trust_remote_code", False)))
+    model = datamodule.task.resolve_weights(model, datamodule.train_labels, datamodule.label2id)
+    backend = backend_class(attention["name"])
+    encoder_config = make_encoder_config(model, tokenizer, backend.hf_attention_type)
+    inputs = datamodule.connect(tokenizer, int(encoder_config["block_size"]),
+                                int(encoder_config["max_position_embeddings"]), block_aligned=backend.sparse)
+    return build_classifier(model=model, attention=attention, head=head, id2label=datamodule.id2label,
+                            tokenizer=tokenizer, encoder_config=encoder_config, problem_type=datamodule.problem_type,
+                            optim=optim, data=inputs.to_hparams())
+
+
+def checkpoint_for_data(path: str | Path, datamodule: Any) -> BigBirdClassifier:
+    """A checkpoint to evaluate on a prepared DataModule with the same labels, read as it was trained."""
+    module = load_classifier(path)
+    if module.id2label != datamodule.id2label:
+        raise UserError(f"the checkpoint's labels {sorted(module.id2label.values())} differ from the data's "
+                        f"{datamodule.label_names}; evaluate on the data it was trained on (data=...)")
+    config = module.hparams.encoder_config
+    datamodule.connect(module.tokenizer, int(config["block_size"]), int(config["max_position_embeddings"]),
+                       block_aligned=module.backend.sparse)
+    return module

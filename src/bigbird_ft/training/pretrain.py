@@ -212,8 +212,8 @@ def pretrain(cfg: DictConfig) -> float:
     backend = backend_class(attention["name"])
     encoder_config = make_encoder_config(model_cfg, tokenizer, backend.hf_attention_type)
     # the DataModule's own length and padding checks against the model (one owner of data.max_length)
-    max_length = datamodule.connect(int(encoder_config["block_size"]), int(encoder_config["max_position_embeddings"]),
-                                    block_aligned=backend.sparse).max_length
+    max_length = datamodule.connect(tokenizer, int(encoder_config["block_size"]),
+                                    int(encoder_config["max_position_embeddings"]), block_aligned=backend.sparse).max_length
     module = MaskedLM(model_cfg, attention, encoder_config, OmegaConf.to_container(cfg.optim, resolve=True),
                       init_weights_from=model_cfg.get("pretrained"))
     tokenizer.model_max_length = int(encoder_config["max_position_embeddings"])

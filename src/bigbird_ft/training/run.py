@@ -19,7 +19,6 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..attention.registry import backend_class
 from ..cli import route_lightning_logs_to_hydra
 from ..config import instantiate_all
 from ..data.datamodule import DocumentDataModule
@@ -29,9 +28,7 @@ from ..inference.export import export_hf_model
 from ..io_utils import write_json_atomic
 from ..models.checkpoints import find_checkpoint
 from ..models.classifier import BigBirdClassifier
-from ..models.encoder import make_encoder_config
-from ..models.factory import build_classifier, load_classifier
-from ..models.tokenizer import resolve_tokenizer
+from ..models.factory import checkpoint_for_data, classifier_for_data
 from ..tasks import Task
 from .calibration import TemperatureScaling
 from .checks import check_config
@@ -90,44 +87,17 @@ def instantiate_run(cfg: DictConfig) -> tuple[DocumentDataModule, BigBirdClassif
     with one_process_at_a_time(cfg.paths.cache_dir):
         datamodule.prepare_raw()
         adapt_monitor_to_task(cfg, datamodule.task)
-        module = new_classifier(cfg, datamodule) if cfg.get("train", True) else checkpoint_classifier(cfg, datamodule)
+        if cfg.get("train", True):
+            module = classifier_for_data(container(cfg.model), container(cfg.attention), container(cfg.head),
+                                         container(cfg.optim), datamodule, cfg.paths.cache_dir)
+        else:  # train=false: evaluate a checkpoint
+            module = checkpoint_for_data(find_checkpoint(ckpt_path=cfg.ckpt_path), datamodule)
         datamodule.setup("fit")
     rank_zero_info(
         f"Model: BigBird {module.encoder.config.hidden_size}d x {module.encoder.config.num_hidden_layers} layers, "
         f"attention={module.backend.name}, head={module.head.name}, problem_type={module.problem_type}, "
         f"labels={datamodule.label_names}")
     return datamodule, module
-
-
-def new_classifier(cfg: DictConfig, datamodule: DocumentDataModule) -> BigBirdClassifier:
-    """Tokenizer -> DataModule, model config -> classifier, the model's lengths -> DataModule (its
-    ``InputSpec``, which the checkpoint stores for predict)."""
-    tokenizer = resolve_tokenizer(
-        str(cfg.model.tokenizer), train_texts=datamodule.train_texts, cache_dir=cfg.paths.cache_dir,
-        vocab_size=int(cfg.model.get("tokenizer_vocab_size", 8000)),
-        trust_remote_code=bool(cfg.model.get("trust_remote_code", False)))
-    datamodule.attach_tokenizer(tokenizer)
-    model_cfg = datamodule.task.resolve_weights(container(cfg.model), datamodule.train_labels, datamodule.label2id)
-    backend = backend_class(cfg.attention.name)
-    encoder_config = make_encoder_config(model_cfg, tokenizer, backend.hf_attention_type)
-    inputs = datamodule.connect(int(encoder_config["block_size"]), int(encoder_config["max_position_embeddings"]),
-                                block_aligned=backend.sparse)
-    return build_classifier(model=model_cfg, attention=container(cfg.attention), head=container(cfg.head),
-                            id2label=datamodule.id2label, tokenizer=tokenizer, encoder_config=encoder_config,
-                            problem_type=datamodule.problem_type, optim=container(cfg.optim), data=inputs.to_hparams())
-
-
-def checkpoint_classifier(cfg: DictConfig, datamodule: DocumentDataModule) -> BigBirdClassifier:
-    """``train=false``: the checkpoint to evaluate, on data with the same labels, read as it was trained."""
-    module = load_classifier(find_checkpoint(ckpt_path=cfg.ckpt_path))
-    if module.id2label != datamodule.id2label:
-        raise UserError(f"the checkpoint's labels {sorted(module.id2label.values())} differ from the data's "
-                        f"{datamodule.label_names}; evaluate on the data it was trained on (data=...)")
-    datamodule.attach_tokenizer(module.tokenizer)
-    config = module.hparams.encoder_config
-    datamodule.connect(int(config["block_size"]), int(config["max_position_embeddings"]),
-                       block_aligned=module.backend.sparse)
-    return module
 
 
 def adapt_monitor_to_task(cfg: DictConfig, task: Task) -> None:
@@ -148,6 +118,9 @@ def fit_and_test(cfg: DictConfig, datamodule: DocumentDataModule,
                  module: BigBirdClassifier) -> dict[str, Any]:
     """Fit (unless ``train=false``), then validate and test the best weights; the metrics of both."""
     fitting = bool(cfg.get("train", True))
+    ckpt_path = cfg.get("ckpt_path") if fitting else None  # resume from: a file, a run dir or last/best/hpc
+    if ckpt_path and ckpt_path not in ("last", "best", "hpc"):
+        ckpt_path = str(find_checkpoint(ckpt_path=ckpt_path, resume=True))
     calibration = TemperatureScaling(fit=fitting and bool(cfg.get("calibrate")), run_dir=cfg.paths.output_dir) \
         if module.task.calibrated else None
     if calibration is None and cfg.get("calibrate"):
@@ -161,9 +134,6 @@ def fit_and_test(cfg: DictConfig, datamodule: DocumentDataModule,
         logger.log_hyperparams(container(cfg))
     metrics: dict[str, Any] = {}
     if fitting:
-        ckpt_path = cfg.get("ckpt_path")
-        if ckpt_path and ckpt_path not in ("last", "best", "hpc"):
-            ckpt_path = str(find_checkpoint(ckpt_path=ckpt_path, resume=True))
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(scalar_metrics(trainer.callback_metrics))
     best = trainer.checkpoint_callback.best_model_path if fitting and trainer.checkpoint_callback else None
