@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .conftest import TINY_MODEL
+from tests.conftest import TINY_MODEL
 
 SINGLE = "single_label_classification"
 MULTI = "multi_label_classification"
