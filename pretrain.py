@@ -15,7 +15,7 @@ from bigbird_ft.errors import exit_on_user_error  # noqa: E402
 @hydra.main(version_base="1.3", config_path="conf", config_name="pretrain")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
-    from bigbird_ft.training.pretrain import pretrain
+    from bigbird_ft.runs.pretrain import pretrain
 
     return pretrain(cfg)
 

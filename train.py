@@ -16,10 +16,10 @@ from bigbird_ft.errors import exit_on_user_error  # noqa: E402
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     if cfg.get("task") is not None:  # the former spelling of python pretrain.py
-        from bigbird_ft.training.pretrain import pretrain_from_train_config
+        from bigbird_ft.runs.pretrain import pretrain_from_train_config
 
         return pretrain_from_train_config(cfg)
-    from bigbird_ft.training.run import train
+    from bigbird_ft.runs.train import train
 
     return train(cfg)
 

@@ -40,8 +40,8 @@ def run(args: list[str], script: str = "train.py") -> float:
 
 
 def corpus(path: Path, cache: Path, shared: Path) -> dict[str, int]:
-    from bigbird_ft.data.documents import join_text_columns
     from bigbird_ft.data.sources import HyperpartisanDataModule, PepsDataModule
+    from bigbird_ft.inputs.documents import join_text_columns
 
     sources = {"hyperpartisan": HyperpartisanDataModule(dir=str(shared / "hyperpartisan"), cache_dir=str(cache)),
                "peps": PepsDataModule(dir=str(shared / "peps"), text_column=["title", "text"], label_column="type",

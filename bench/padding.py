@@ -26,9 +26,9 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
-from bigbird_ft.data.collate import BlockPaddingCollator
 from bigbird_ft.data.sampler import LengthBucketBatchSampler
 from bigbird_ft.data.sources import HyperpartisanDataModule
+from bigbird_ft.inputs.collate import BlockPaddingCollator
 from bigbird_ft.models.classifier import BigBirdClassifier
 from bigbird_ft.models.factory import build_classifier
 from bigbird_ft.models.tokenizer import resolve_tokenizer

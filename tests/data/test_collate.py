@@ -2,7 +2,7 @@ import random
 
 import torch
 
-from bigbird_ft.data.collate import BlockPaddingCollator
+from bigbird_ft.inputs.collate import BlockPaddingCollator
 
 
 def test_pads_each_batch_to_smallest_block_multiple(tiny_tokenizer):

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from bigbird_ft.data.inputs import InputSpec
 from bigbird_ft.inference.evidence import best_spans, document_windows, token_scores
+from bigbird_ft.inputs.spec import InputSpec
 from tests.conftest import in_ci, run_script, tiny_overrides
 
 TEXT = "alpha beta  gamma delta epsilon zeta eta theta iota kappa lambda mu"

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from bigbird_ft.data.inputs import InputSpec
 from bigbird_ft.errors import UserError
+from bigbird_ft.inputs.spec import InputSpec
 from bigbird_ft.tasks.base import aggregate
 
 

@@ -43,7 +43,24 @@ def test_the_package_is_grouped_by_stage():
     top = sorted(p.name for p in SRC.glob("*.py"))
     assert len(top) <= 10, top
     assert {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()} >= {
-        "attention", "data", "heads", "inference", "models", "tasks", "training"}
+        "attention", "data", "heads", "inference", "inputs", "models", "runs", "tasks", "training"}
+
+
+STAGES = ["inputs", "tasks|attention|heads", "data|training", "models", "inference", "runs"]
+
+
+def test_no_stage_imports_a_later_one():
+    """The floors of docs/design.md: a stage imports only stages listed before it (no cycle, no import
+    back up), e.g. the LightningModule (models) uses training's recipe, never the runs that train it."""
+    rank = {name: i for i, group in enumerate(STAGES) for name in group.split("|")}
+    offenders = []
+    for stage, level in rank.items():
+        for path in (SRC / stage).rglob("*.py"):
+            for match in re.finditer(r"from \.\.(\w+)|bigbird_ft\.(\w+)", path.read_text()):
+                target = match.group(1) or match.group(2)
+                if target in rank and rank[target] > level:
+                    offenders.append(f"{path.relative_to(SRC)} -> {target}")
+    assert offenders == []
 
 
 def test_one_trainer_predicts():

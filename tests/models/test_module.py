@@ -10,7 +10,7 @@ from bigbird_ft.models.classifier import BigBirdClassifier
 
 
 def encode(tokenizer, texts, multiple=16):
-    from bigbird_ft.data.collate import BlockPaddingCollator
+    from bigbird_ft.inputs.collate import BlockPaddingCollator
 
     feats = [{"input_ids": ids} for ids in tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
     return BlockPaddingCollator(tokenizer, multiple)(feats)

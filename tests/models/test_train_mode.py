@@ -16,7 +16,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, BigBirdConfig, BigBirdForMaskedLM, BigBirdModel
 
-from bigbird_ft.data.collate import BlockPaddingCollator
+from bigbird_ft.inputs.collate import BlockPaddingCollator
 from bigbird_ft.models.convert import convert
 from bigbird_ft.models.factory import build_classifier
 from tests.conftest import TINY_MODEL

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from bigbird_ft.data.collate import BlockPaddingCollator
 from bigbird_ft.data.datamodule import DocumentDataModule
 from bigbird_ft.errors import UserError
+from bigbird_ft.inputs.collate import BlockPaddingCollator
 from tests.conftest import run_script, tiny_overrides
 from tests.tiny_module import MULTI, REGRESSION, SINGLE, build_tiny
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bigbird_ft.data.inputs import InputSpec
 from bigbird_ft.errors import UserError
+from bigbird_ft.inputs.spec import InputSpec
 from bigbird_ft.tasks.token_classification import (
     IGNORED,
     EntityMetrics,

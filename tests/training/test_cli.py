@@ -29,7 +29,7 @@ HEADS = ["cls", "mean", "max", "pooler", "attention"]
 
 
 def fast_dev_run(tmp_path, head: str, attention: str) -> None:
-    from bigbird_ft.training.run import train
+    from bigbird_ft.runs.train import train
 
     overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("hydra.")]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

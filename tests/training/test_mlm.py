@@ -41,7 +41,7 @@ def test_a_converted_bert_keeps_its_mlm_head(tmp_path):
     from transformers import BertConfig, BertForMaskedLM
 
     from bigbird_ft.models.encoder import make_encoder_config
-    from bigbird_ft.training.pretrain import MaskedLM
+    from bigbird_ft.models.masked_lm import MaskedLM
 
     torch.manual_seed(0)
     bert = BertForMaskedLM(BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

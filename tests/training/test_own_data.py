@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from bigbird_ft.data.datamodule import decode_class_labels
-from bigbird_ft.data.documents import unknown_share, warn_unknown_tokens
 from bigbird_ft.data.sources import FilesDataModule
+from bigbird_ft.inputs.documents import unknown_share, warn_unknown_tokens
 from bigbird_ft.io_utils import atomic_dir, atomic_path
 from bigbird_ft.tasks.base import warn_near_duplicate_labels
 from bigbird_ft.training.calibration import MIN_CALIBRATION_DOCUMENTS, choose_temperature

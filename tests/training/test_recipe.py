@@ -131,7 +131,7 @@ def compose_train(tmp_path, *overrides: str):
 
 
 def test_mixed_precision_with_hf_block_sparse_on_cpu_fails_early(tmp_path):
-    from bigbird_ft.training.run import train
+    from bigbird_ft.runs.train import train
 
     cfg = compose_train(tmp_path, "trainer.precision=bf16-mixed", "attention=hf_block_sparse")
     with pytest.raises(UserError, match="set trainer.precision=32-true or attention=hf_full"):
@@ -140,7 +140,7 @@ def test_mixed_precision_with_hf_block_sparse_on_cpu_fails_early(tmp_path):
 
 
 def test_bf16_mixed_runs_one_step_with_full_attention_on_cpu(tmp_path):
-    from bigbird_ft.training.run import train
+    from bigbird_ft.runs.train import train
 
     value = train(compose_train(tmp_path, "trainer.precision=bf16-mixed", "attention=hf_full"))
     assert 0.0 <= value <= 1.0
@@ -166,8 +166,8 @@ def test_class_weights_and_pos_weight_auto(tmp_path):
 
 
 def test_regression_moves_the_default_monitor_to_mse():
+    from bigbird_ft.runs.train import adapt_monitor_to_task
     from bigbird_ft.tasks import task_for
-    from bigbird_ft.training.run import adapt_monitor_to_task
 
     cfg = OmegaConf.create({"monitor": "val/acc", "monitor_mode": "max", "optimized_metric": "val/acc_best"})
     OmegaConf.set_struct(cfg, True)

@@ -18,11 +18,11 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from ..errors import UserError
+from ..inputs.collate import BlockPaddingCollator
+from ..inputs.documents import warn_unknown_tokens
+from ..inputs.spec import InputSpec
 from ..tasks import Task, infer_task, task_for
 from ..tasks.base import document_columns
-from .collate import BlockPaddingCollator
-from .documents import warn_unknown_tokens
-from .inputs import InputSpec
 from .sampler import LengthBucketBatchSampler, ResumableLoader, rank_sampler
 
 datasets.disable_progress_bars()

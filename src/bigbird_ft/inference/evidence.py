@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from ..data.inputs import InputSpec
 from ..errors import UserError
 from ..heads.base import Head
+from ..inputs.spec import InputSpec
 from ..io_utils import atomic_path
 
 METHODS = ("auto", "gradient", "pooling")

@@ -22,10 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from ..cli import route_lightning_logs_to_hydra
-from ..data.documents import unknown_share, warn_unknown_tokens
-from ..data.inputs import InputSpec
 from ..distributed import ddp_job_scope, gather_objects, predict_strategy
 from ..errors import UserError
+from ..inputs.documents import unknown_share, warn_unknown_tokens
+from ..inputs.spec import InputSpec
 from ..io_utils import atomic_path
 from ..models.checkpoints import find_checkpoint
 from ..models.classifier import BigBirdClassifier

@@ -1,7 +1,7 @@
 """The LightningModule: the training, evaluation and predict steps, wired to a task and a network.
 
 What differs by problem type lives in the task (``tasks/``), the network in ``network.py``, how
-documents become inputs in ``data/inputs.py``, the optimizer recipe in ``training/optim.py``, the
+documents become inputs in ``inputs/spec.py``, the optimizer recipe in ``training/optim.py``, the
 checkpoint format in ``checkpoints.py``.
 """
 
@@ -17,10 +17,10 @@ from torchmetrics import MaxMetric, MeanMetric, MinMetric
 from transformers import PreTrainedTokenizerBase
 
 from ..attention.base import AttentionBackend
-from ..data.inputs import InputSpec
 from ..errors import UserError
 from ..heads import head_class
 from ..heads.base import Head
+from ..inputs.spec import InputSpec
 from ..tasks import DEFAULT_TASK, task_for
 from ..training.callbacks import ExactResume, FreezeEncoder, token_throughput
 from ..training.optim import build_optimizer, optimizer_config

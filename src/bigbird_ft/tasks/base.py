@@ -66,14 +66,14 @@ class Task:
 
     def check_rows(self, ds: Any, split: str, source: str, datamodule: Any) -> Any:
         """Missing labels and empty texts end the run with their row numbers (data/documents.py)."""
-        from ..data.documents import check_rows
+        from ..inputs.documents import check_rows
 
         return check_rows(ds, split, source, datamodule.text_columns, datamodule.label_column,
                           datamodule.drop_empty, blank_is_label=datamodule.label_separator is not None)
 
     def row_normaliser(self, datamodule: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
         """A raw row -> ``text`` (the text columns joined) and the normalised ``label``."""
-        from ..data.documents import join_text_columns
+        from ..inputs.documents import join_text_columns
 
         to_label = self.normaliser(datamodule.describe_source(), datamodule.label_separator)
         columns, separator, label = datamodule.text_columns, datamodule.text_separator, datamodule.label_column
@@ -93,7 +93,7 @@ class Task:
                       ) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
         """A batched ``datasets.map`` function: normalised rows -> model features (one per document),
         cut as ``inputs`` (the run's ``InputSpec``) says."""
-        from ..data.documents import unknown_share
+        from ..inputs.documents import unknown_share
 
         encode_label = self.label_encoder(label2id)
 
@@ -107,7 +107,7 @@ class Task:
 
     def stack_labels(self, labels: Sequence[Any], length: int) -> torch.Tensor:
         """A batch's targets; ``length`` is the padded sequence length (per-token targets pad to it)."""
-        from ..data.documents import stack_labels
+        from ..inputs.documents import stack_labels
 
         return stack_labels(labels)
 
@@ -263,7 +263,7 @@ class Task:
     # ---------------------------------------------------------------- predict
     def read_documents(self, frame: Any, inputs: Any, source: str, id2label: Mapping[int, str]) -> Documents:
         """An input table -> the documents to predict (one per row): the spec's text columns joined."""
-        from ..data.documents import row_numbers
+        from ..inputs.documents import row_numbers
 
         missing = [c for c in inputs.text_columns if c not in frame.columns]
         if missing:

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric, MetricCollection
 
-from ..data.documents import row_numbers
 from ..errors import UserError
+from ..inputs.documents import row_numbers
 from .base import Documents, Task, balanced_weights, metric_key
 from .registry import register_task
 

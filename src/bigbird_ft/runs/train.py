@@ -30,8 +30,8 @@ from ..models.checkpoints import find_checkpoint
 from ..models.classifier import BigBirdClassifier
 from ..models.factory import checkpoint_for_data, classifier_for_data
 from ..tasks import Task
-from .calibration import TemperatureScaling
-from .checks import check_config
+from ..training.calibration import TemperatureScaling
+from ..training.checks import check_config
 
 
 def run_wrapper(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
@@ -64,7 +64,7 @@ def train(cfg: DictConfig) -> float | None:
     check_config(cfg)
     datamodule, module = instantiate_run(cfg)
     if cfg.get("estimate"):
-        from .estimate import estimate_run
+        from ..training.estimate import estimate_run
 
         estimate_run(cfg, module, datamodule, Path(cfg.paths.output_dir), time.perf_counter() - started)
         return None
