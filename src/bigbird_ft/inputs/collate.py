@@ -31,6 +31,8 @@ class BlockPaddingCollator:
         )
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if features and features[0]["input_ids"] and not isinstance(features[0]["input_ids"][0], int):
+            return self.segmented(features)
         kept = [{k: f[k] for k in self.model_keys if k in f and k != "labels"} for f in features]
         batch = dict(self._collator(kept))
         length = batch["input_ids"].shape[1]
@@ -42,4 +44,24 @@ class BlockPaddingCollator:
                                               for f in features], dtype=torch.long)
         return batch
 
-
+    def segmented(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """Documents read as several windows (``reader=chunks`` / ``hierarchical``): ``[documents, windows,
+        length]``, every window padded like a row of a flat batch; a document with fewer windows gets
+        all-padding ones (an attention mask of zeros), which the network skips."""
+        windows = [{"input_ids": ids} for f in features for ids in f["input_ids"]]
+        flat = self._collator(windows)
+        counts = [len(f["input_ids"]) for f in features]
+        shape = (len(features), max(counts), flat["input_ids"].shape[1])
+        input_ids = torch.full(shape, int(self._collator.tokenizer.pad_token_id or 0), dtype=torch.long)
+        attention_mask = torch.zeros(shape, dtype=torch.long)
+        start = 0
+        for doc, count in enumerate(counts):
+            input_ids[doc, :count] = flat["input_ids"][start:start + count]
+            attention_mask[doc, :count] = flat["attention_mask"][start:start + count]
+            start += count
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "row" in features[0]:
+            batch["row"] = torch.tensor([int(f["row"]) for f in features], dtype=torch.long)
+        if "labels" in features[0]:
+            batch["labels"] = self.label_stacker([f["labels"] for f in features], shape[-1])
+        return batch

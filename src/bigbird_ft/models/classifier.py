@@ -50,9 +50,14 @@ class BigBirdClassifier(L.LightningModule):
         self.id2label = {int(k): str(v) for k, v in id2label.items()}
         self.task.check_labels(self.id2label)
         self.task.check_head(head_class(head["name"]))
-        self.model = build_model(model, attention, head, encoder_config, self.num_labels, init_weights_from)
         #: how documents become inputs (one spec from training; old checkpoints get its defaults)
         self.inputs = InputSpec.from_hparams(data, int(encoder_config["block_size"]))
+        self.task.check_reader(self.inputs.reader)
+        if self.inputs.reader.name == "hierarchical" and head_class(head["name"]).uses_pooler:
+            raise UserError("head=pooler pools BigBird's [CLS] pooler, which reader=hierarchical's segment vectors do "
+                            "not have: set head=mean, attention, max or cls")
+        self.model = build_model(model, attention, head, encoder_config, self.num_labels, init_weights_from,
+                                 reader=self.inputs)
         self.label_smoothing = float(optim.get("label_smoothing", 0.0) or 0.0)
         self.threshold = 0.5 if model.get("threshold") is None else float(model["threshold"])
         # non-persistent: the resolved values live in hparams, so checkpoints load unchanged
@@ -117,6 +122,8 @@ class BigBirdClassifier(L.LightningModule):
         size = len(batch["labels"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         mask = batch["attention_mask"]
+        if mask.dim() == 3:  # windows of documents: the all-padding windows are skipped, not computed
+            mask = mask[mask.any(-1)]
         self.log("train/pad_efficiency", mask.sum().float() / mask.numel(), batch_size=size)
         return loss
 

@@ -76,10 +76,11 @@ def load_classifier(path: str | Path, key: str = "ckpt_path") -> BigBirdClassifi
 
 
 def classifier_for_data(model: Mapping[str, Any], attention: Mapping[str, Any], head: Mapping[str, Any],
-                        optim: Mapping[str, Any], datamodule: Any, cache_dir: str) -> BigBirdClassifier:
+                        optim: Mapping[str, Any], datamodule: Any, cache_dir: str,
+                        reader: Mapping[str, Any] | None = None) -> BigBirdClassifier:
     """A new classifier for a prepared DataModule: its tokenizer (the encoder's own, or one fitted on the
     training texts), the loss weights its labels give, and the DataModule connected to the model (the
-    ``InputSpec`` the checkpoint stores for predict)."""
+    ``InputSpec`` the checkpoint stores for predict; ``reader``: the ``reader.*`` keys)."""
     tokenizer = resolve_tokenizer(str(model["tokenizer"]), train_texts=datamodule.train_texts, cache_dir=cache_dir,
                                   vocab_size=int(model.get("tokenizer_vocab_size") or 8000),
                                   trust_remote_code=bool(model.get("trust_remote_code", False)))
@@ -87,7 +88,8 @@ def classifier_for_data(model: Mapping[str, Any], attention: Mapping[str, Any], 
     backend = backend_class(attention["name"])
     encoder_config = make_encoder_config(model, tokenizer, backend.hf_attention_type)
     inputs = datamodule.connect(tokenizer, int(encoder_config["block_size"]),
-                                int(encoder_config["max_position_embeddings"]), block_aligned=backend.sparse)
+                                int(encoder_config["max_position_embeddings"]), block_aligned=backend.sparse,
+                                reader=reader)
     return build_classifier(model=model, attention=attention, head=head, id2label=datamodule.id2label,
                             tokenizer=tokenizer, encoder_config=encoder_config, problem_type=datamodule.problem_type,
                             optim=optim, data=inputs.to_hparams())
@@ -101,5 +103,5 @@ def checkpoint_for_data(path: str | Path, datamodule: Any) -> BigBirdClassifier:
                         f"{datamodule.label_names}; evaluate on the data it was trained on (data=...)")
     config = module.hparams.encoder_config
     datamodule.connect(module.tokenizer, int(config["block_size"]), int(config["max_position_embeddings"]),
-                       block_aligned=module.backend.sparse)
+                       block_aligned=module.backend.sparse, reader=module.inputs.reader)
     return module

@@ -18,21 +18,71 @@ from ..heads import build_head, head_class
 from .encoder import build_encoder
 
 
-class LongDocumentClassifier(nn.Module):
-    """``(input_ids, attention_mask) -> logits``; the backend decides how attention is computed."""
+class DocumentLayer(nn.Module):
+    """``reader=hierarchical``: each segment's mean token vector, plus a learned segment position, then a
+    small transformer over the segments of a document (ToBERT-style; torch's encoder layer, nothing
+    hand-written but the pooling). The head then pools the segment vectors as it pools tokens."""
 
-    def __init__(self, encoder: nn.Module, backend: AttentionBackend, head: nn.Module) -> None:
+    def __init__(self, hidden_size: int, max_segments: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        self.positions = nn.Embedding(max_segments, hidden_size)
+        nn.init.normal_(self.positions.weight, std=0.02)
+        heads = next(h for h in (hidden_size // 64, 8, 4, 2, 1) if h >= 1 and hidden_size % h == 0)
+        layer = nn.TransformerEncoderLayer(hidden_size, heads, 4 * hidden_size, dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False) if layers else None
+
+    def forward(self, vectors: torch.Tensor, segment_mask: torch.Tensor) -> torch.Tensor:
+        """``[documents, segments, hidden]`` -> the same, each segment seen in its document."""
+        x = vectors + self.positions.weight[: vectors.shape[1]]
+        if self.layers is not None:
+            x = self.layers(x, src_key_padding_mask=~segment_mask.bool())
+        return x
+
+
+class LongDocumentClassifier(nn.Module):
+    """``(input_ids, attention_mask) -> logits``; the backend decides how attention is computed.
+
+    A ``[documents, windows, length]`` batch (``reader=chunks`` / ``hierarchical``) is encoded window by
+    window (padding windows skipped) and combined into one row of logits per document: the windows'
+    logits averaged or maxed (chunks), or the segment vectors read by ``document_layer`` (hierarchical).
+    """
+
+    def __init__(self, encoder: nn.Module, backend: AttentionBackend, head: nn.Module,
+                 document_layer: DocumentLayer | None = None, aggregation: str = "mean") -> None:
         super().__init__()
         self.encoder = encoder
         self.backend = backend
         self.head = head
+        self.document_layer = document_layer
+        self.aggregation = aggregation
         backend.attach(encoder)
         # logits are divided by it: 1 while training, fitted on validation after (calibration.py)
         self.register_buffer("temperature", torch.tensor(1.0))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if input_ids.dim() == 3:
+            return self.forward_documents(input_ids, attention_mask) / self.temperature
         hidden = self.backend.encode(self.encoder, input_ids, attention_mask)
         return self.head(hidden, attention_mask, getattr(self.encoder, "pooler", None)) / self.temperature
+
+    def forward_documents(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        present = attention_mask.any(-1)                          # [documents, windows]
+        ids, mask = input_ids[present], attention_mask[present]  # the real windows only
+        hidden = self.backend.encode(self.encoder, ids, mask)
+        if self.document_layer is None:                            # chunks: one prediction per window
+            logits = self.head(hidden, mask, getattr(self.encoder, "pooler", None))
+            per_window = logits.new_full((*present.shape, logits.shape[-1]),
+                                         float("-inf") if self.aggregation == "max" else 0.0)
+            per_window[present] = logits
+            if self.aggregation == "max":
+                return per_window.max(1).values
+            return per_window.sum(1) / present.sum(1, keepdim=True).clamp_min(1)
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        vectors = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        segments = vectors.new_zeros((*present.shape, vectors.shape[-1]))
+        segments[present] = vectors
+        return self.head(self.document_layer(segments, present), present.long(), None)
 
 
 def build_model(
@@ -42,11 +92,13 @@ def build_model(
     encoder_config: Mapping[str, Any],
     num_labels: int,
     init_weights_from: str | None = None,
+    reader: Any = None,
 ) -> LongDocumentClassifier:
     """``model.*`` / ``attention.*`` / ``head.*`` -> the network.
 
     The block size and number of random blocks are read from ``encoder_config`` only: they were put
     there from ``model.*`` once (``make_encoder_config``), so the backend and the encoder cannot disagree.
+    ``reader``: the run's ``InputSpec`` (hierarchical adds a document layer, chunks its aggregation).
     """
     backend = build_backend(**attention, block_size=int(encoder_config["block_size"]),
                             num_random_blocks=int(encoder_config["num_random_blocks"]))
@@ -60,8 +112,15 @@ def build_model(
         encoder.gradient_checkpointing_enable()
     # HF's classification head uses the encoder's activation (activation: null); export parity depends on it
     head = {**head, "activation": head.get("activation") or encoder.config.hidden_act}
+    document_layer, aggregation = None, "mean"
+    if reader is not None and reader.reader.name == "hierarchical":
+        document_layer = DocumentLayer(encoder.config.hidden_size, reader.max_segments, reader.reader.doc_layers,
+                                       float(encoder.config.hidden_dropout_prob))
+    elif reader is not None:
+        aggregation = reader.reader.aggregation
     network = LongDocumentClassifier(
-        encoder, backend, build_head(**head, hidden_size=encoder.config.hidden_size, num_labels=num_labels))
+        encoder, backend, build_head(**head, hidden_size=encoder.config.hidden_size, num_labels=num_labels),
+        document_layer, aggregation)
     if model.get("compile"):
         # in place (nn.Module.compile): parameter names, checkpoints and export stay those of the eager model
         network.compile()

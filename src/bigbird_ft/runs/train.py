@@ -89,13 +89,15 @@ def instantiate_run(cfg: DictConfig) -> tuple[DocumentDataModule, BigBirdClassif
         adapt_monitor_to_task(cfg, datamodule.task)
         if cfg.get("train", True):
             module = classifier_for_data(container(cfg.model), container(cfg.attention), container(cfg.head),
-                                         container(cfg.optim), datamodule, cfg.paths.cache_dir)
+                                         container(cfg.optim), datamodule, cfg.paths.cache_dir,
+                                         reader=container(cfg.get("reader")))
         else:  # train=false: evaluate a checkpoint
             module = checkpoint_for_data(find_checkpoint(ckpt_path=cfg.ckpt_path), datamodule)
         datamodule.setup("fit")
     rank_zero_info(
         f"Model: BigBird {module.encoder.config.hidden_size}d x {module.encoder.config.num_hidden_layers} layers, "
-        f"attention={module.backend.name}, head={module.head.name}, problem_type={module.problem_type}, "
+        f"attention={module.backend.name}, head={module.head.name}, reader={module.inputs.reader.name}, "
+        f"problem_type={module.problem_type}, "
         f"labels={datamodule.label_names}")
     return datamodule, module
 

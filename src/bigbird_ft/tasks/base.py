@@ -89,19 +89,30 @@ class Task:
 
         return {"text": datasets.Value("string"), "label": self.label_feature()}
 
-    def batch_encoder(self, tokenizer: Any, inputs: Any, label2id: Mapping[str, int]
+    def batch_encoder(self, tokenizer: Any, inputs: Any, label2id: Mapping[str, int], train: bool = False
                       ) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
-        """A batched ``datasets.map`` function: normalised rows -> model features (one per document),
-        cut as ``inputs`` (the run's ``InputSpec``) says."""
+        """A batched ``datasets.map`` function: normalised rows -> model features, read as ``inputs``
+        (the run's ``InputSpec``) says: one per document, or (``reader=chunks``, ``train``) one per window,
+        each with its document's label."""
         from ..inputs.documents import unknown_share
 
         encode_label = self.label_encoder(label2id)
 
         def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-            ids = inputs.truncated(tokenizer, batch["text"])
-            return {"input_ids": ids, "labels": [encode_label(label) for label in batch["label"]],
-                    "row": indices, "length": [len(x) for x in ids],
-                    "unknown_share": [unknown_share(x, tokenizer.unk_token_id) for x in ids]}
+            read = inputs.read(tokenizer, batch["text"], train=train)
+            out: dict[str, list] = {"input_ids": [], "labels": [], "row": [], "length": [], "input_length": [],
+                                    "n_inputs": [], "cut": [], "unknown_share": []}
+            for row, ids, n_tokens in read:
+                windows = ids if ids and not isinstance(ids[0], int) else [ids]
+                out["input_ids"].append(ids)
+                out["labels"].append(encode_label(batch["label"][row]))
+                out["row"].append(indices[row])
+                out["length"].append(sum(len(w) for w in windows))  # the tokens the model reads
+                out["input_length"].append(max(len(w) for w in windows))
+                out["n_inputs"].append(len(windows))
+                out["cut"].append(n_tokens > sum(len(w) - 2 for w in windows))
+                out["unknown_share"].append(unknown_share([t for w in windows for t in w], tokenizer.unk_token_id))
+            return out
 
         return encode
 
@@ -110,6 +121,9 @@ class Task:
         from ..inputs.documents import stack_labels
 
         return stack_labels(labels)
+
+    def check_reader(self, reader: Any) -> None:
+        """Every reader reads a document for a document task (token classification refuses all but one)."""
 
     def check_head(self, head: Any) -> None:
         """A document head for a document task, a per-token head for a per-token one."""

@@ -247,7 +247,12 @@ class TokenClassification(Task):
         if len(id2label) < 2:
             raise UserError(f"the training tags hold one tag only ({list(id2label.values())}); check data.tags_column")
 
-    def batch_encoder(self, tokenizer: Any, inputs: Any, label2id: Mapping[str, int]
+    def check_reader(self, reader: Any) -> None:
+        if reader.name != "sparse":
+            raise UserError(f"reader={reader.name} reads documents for a document label; token classification "
+                            "windows long documents itself (data.chunk_stride): use reader=sparse")
+
+    def batch_encoder(self, tokenizer: Any, inputs: Any, label2id: Mapping[str, int], train: bool = False
                       ) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
         encode_label = self.label_encoder(label2id)
 

@@ -22,7 +22,7 @@ def parameter_groups(model: nn.Module, optim: Mapping[str, Any], num_layers: int
     """AdamW groups of a ``LongDocumentClassifier``'s trainable parameters.
 
     With ``optim.layerwise_lr_decay=d`` and L encoder layers, layer i (0-based) gets lr*d^(L-i),
-    the embeddings lr*d^(L+1), BigBird's pooler lr; the head gets ``optim.head_lr`` (else lr).
+    the embeddings lr*d^(L+1), BigBird's pooler lr; the head (and ``reader=hierarchical``'s document layer) gets ``optim.head_lr`` (else lr).
     """
     lr = float(optim["lr"])
     head_lr = float(optim["head_lr"]) if optim.get("head_lr") is not None else lr
@@ -30,7 +30,7 @@ def parameter_groups(model: nn.Module, optim: Mapping[str, Any], num_layers: int
     weight_decay = float(optim.get("weight_decay", 0.01))
 
     def scope(name: str) -> tuple[str, float]:
-        if name.startswith("head."):
+        if name.startswith(("head.", "document_layer.")):  # new weights (reader=hierarchical's layer too)
             return "head", head_lr
         if name.startswith("encoder.embeddings."):
             return "embeddings", lr * decay ** (num_layers + 1)
