@@ -42,11 +42,12 @@ def test_best_spans_are_the_top_non_overlapping_windows_as_exact_character_spans
 
 def test_chunked_windows_cover_every_token(tiny_tokenizer):
     text = " ".join(["lorem ipsum dolor sit amet"] * 80)
-    offsets, inputs, starts = document_windows(tiny_tokenizer, text, InputSpec(max_length=64, pad_to_multiple_of=16, stride=16), "chunk")
+    offsets, inputs, positions = document_windows(tiny_tokenizer, text, InputSpec(max_length=64, pad_to_multiple_of=16, stride=16), "chunk")
     covered = set()
-    for x, start in zip(inputs, starts, strict=True):
+    for x, read in zip(inputs, positions, strict=True):
         assert len(x) <= 64 and x[0] == tiny_tokenizer.cls_token_id and x[-1] == tiny_tokenizer.sep_token_id
-        covered.update(range(start, start + len(x) - 2))
+        assert len(read) == len(x) - 2 and read == list(range(read[0], read[0] + len(read)))
+        covered.update(read)
     assert covered == set(range(len(offsets))) and len(inputs) > 3
 
 
@@ -54,7 +55,7 @@ def test_token_scores_are_gradient_times_input_of_the_predicted_log_odds(make_cl
     """Against an independent computation: HF's encoder fed inputs_embeds, autograd on them."""
     module = make_classifier("hf_full", "mean").eval()
     ids = tiny_tokenizer("the quick brown fox jumps over the lazy dog " * 3)["input_ids"]
-    scores = token_scores(module, [ids], [0], len(ids) - 2, "mean")
+    scores = token_scores(module, [ids], [list(range(len(ids) - 2))], len(ids) - 2, "mean")
 
     embeddings = module.encoder.get_input_embeddings()(torch.tensor([ids])).detach().requires_grad_(True)
     mask = torch.ones(1, len(ids), dtype=torch.long)
@@ -175,8 +176,8 @@ def test_bad_evidence_options_are_one_line_and_write_nothing(documents, tmp_path
 def test_every_backend_and_head_gives_finite_nonzero_scores(make_classifier, tiny_tokenizer, attention, head):
     module = make_classifier(attention, head).eval()
     text = "the quick brown fox jumps over the lazy dog " * 30
-    offsets, inputs, starts = document_windows(tiny_tokenizer, text, InputSpec(max_length=256, pad_to_multiple_of=16, stride=32), "chunk")
-    scores = token_scores(module, inputs, starts, len(offsets), "mean")
+    offsets, inputs, positions = document_windows(tiny_tokenizer, text, InputSpec(max_length=256, pad_to_multiple_of=16, stride=32), "chunk")
+    scores = token_scores(module, inputs, positions, len(offsets), "mean")
     assert scores.shape == (len(offsets),) and torch.isfinite(scores).all() and scores.abs().sum() > 0
 
 
@@ -186,7 +187,7 @@ def test_pooling_evidence_is_the_attention_heads_weights_and_needs_that_head(mak
 
     module = make_classifier("hf_full", "attention").eval()
     ids = tiny_tokenizer("the quick brown fox jumps over the lazy dog " * 5)["input_ids"]
-    scores = token_scores(module, [ids], [0], len(ids) - 2, "mean", method="pooling")
+    scores = token_scores(module, [ids], [list(range(len(ids) - 2))], len(ids) - 2, "mean", method="pooling")
     captured = {}
     hook = module.head.register_forward_pre_hook(lambda _m, args: captured.update(hidden=args[0], mask=args[1]))
     with torch.no_grad():

@@ -45,5 +45,5 @@ def test_estimate_true_measures_and_predicts_without_training(tmp_path):
     assert longest["train_step_s"] > longest["eval_forward_s"] > 0
     assert cpu["predicted_run_s"] == report["predicted_run_s"] >= report["startup_s"] + 3 * cpu["epoch_train_s"]
     assert cpu["peak_memory_mib"] > 100
-    assert "Estimate: 48 documents, 6 batches" in result.stdout + result.stderr
+    assert "Estimate (reader=sparse): 48 documents (48 model inputs), 6 batches" in result.stdout + result.stderr
     assert not (run / "checkpoints").exists() and not (run / "metrics.json").exists()

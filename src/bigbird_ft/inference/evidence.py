@@ -47,21 +47,23 @@ def check_evidence_options(k: Any, html_path: Any, window: Any, method: Any = "a
 
 
 def document_windows(tokenizer: Any, text: str, inputs: InputSpec, long_docs: str
-                     ) -> tuple[list[tuple[int, int]], list[list[int]], list[int]]:
+                     ) -> tuple[list[tuple[int, int]], list[list[int]], list[list[int]]]:
     """The document's content-token offsets, its model inputs (as predict builds them: the spec's
-    windows) and where each input starts in the content tokens."""
+    reader) and the content positions each input reads."""
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    windows = inputs.windows(encoded["input_ids"], tokenizer.cls_token_id, tokenizer.sep_token_id, long_docs)
-    return encoded["offset_mapping"], [ids for _, ids in windows], [start for start, _ in windows]
+    read = inputs.document_inputs(encoded["input_ids"], tokenizer.cls_token_id, tokenizer.sep_token_id, long_docs)
+    return encoded["offset_mapping"], [ids for _, ids in read], [positions for positions, _ in read]
 
 
-def token_scores(module: Any, inputs: list[list[int]], starts: list[int], n_tokens: int,
+def token_scores(module: Any, inputs: list[list[int]], positions: list[list[int]], n_tokens: int,
                  aggregation: str, method: str = "gradient") -> torch.Tensor:
     """Per content token: the head's pooling weight (``pooling``) or gradient x input, the target
-    being the task's ``evidence_target`` of the document's aggregated logits (as predict
-    aggregates windows)."""
+    being the task's ``evidence_target`` of the document's logits (windows aggregated as predict
+    aggregates them, or combined by the network for the readers that read several windows)."""
     device = module.device
-    batch = module.inputs.collator(module.tokenizer)([{"input_ids": x} for x in inputs])
+    segmented = module.inputs.reader.segmented
+    collate = module.inputs.collator(module.tokenizer)
+    batch = collate([{"input_ids": inputs}]) if segmented else collate([{"input_ids": x} for x in inputs])
     ids, mask = batch["input_ids"], batch["attention_mask"]
     captured: dict[str, torch.Tensor] = {}
 
@@ -86,7 +88,10 @@ def token_scores(module: Any, inputs: list[list[int]], starts: list[int], n_toke
         try:
             with torch.inference_mode(False), torch.enable_grad():
                 logits = module(ids.to(device), mask.to(device))
-                doc_logits = logits.max(0).values if aggregation == "max" else logits.mean(0)
+                if segmented:
+                    doc_logits = logits[0]
+                else:
+                    doc_logits = logits.max(0).values if aggregation == "max" else logits.mean(0)
                 module.task.evidence_target(doc_logits.unsqueeze(0)).sum().backward()
         finally:
             hook.remove()
@@ -94,11 +99,11 @@ def token_scores(module: Any, inputs: list[list[int]], starts: list[int], n_toke
         per_input = (embeddings.grad * embeddings).sum(-1).detach().cpu()  # [windows, width]
     scores = torch.zeros(n_tokens)
     counts = torch.zeros(n_tokens)
-    for row, (x, start) in enumerate(zip(inputs, starts, strict=True)):
-        n = len(x) - 2
-        scores[start : start + n] += per_input[row, 1 : 1 + n]
-        counts[start : start + n] += 1
-    # overlapping windows: the mean of a token's scores; tokens past a truncation keep 0
+    for row, read in enumerate(positions):
+        index = torch.tensor(read, dtype=torch.long)
+        scores.index_add_(0, index, per_input[row, 1 : 1 + len(read)])
+        counts.index_add_(0, index, torch.ones(len(read)))
+    # overlapping windows: the mean of a token's scores; tokens no input reads keep 0
     return scores / counts.clamp_min(1)
 
 
@@ -126,7 +131,8 @@ def best_spans(scores: torch.Tensor, offsets: list[tuple[int, int]], text: str, 
 
 
 def resolve_method(module: Any, method: str) -> str:
-    has_weights = type(module.head).relevance is not Head.relevance
+    # reader=hierarchical pools segment vectors, not tokens: its head's weights say nothing of tokens
+    has_weights = type(module.head).relevance is not Head.relevance and module.model.document_layer is None
     if method == "pooling" and not has_weights:
         raise UserError(f"evidence_method=pooling needs a head with pooling weights (head=attention), this "
                         f"model has head={module.head.name}: use evidence_method=gradient or auto")
@@ -148,8 +154,8 @@ def explain(module: Any, texts: list[str], k: int, window: int, inputs: InputSpe
     try:
         out = []
         for text in texts:
-            offsets, windows, starts = document_windows(module.tokenizer, text, inputs, long_docs)
-            scores = token_scores(module, windows, starts, len(offsets), aggregation, method)
+            offsets, windows, positions = document_windows(module.tokenizer, text, inputs, long_docs)
+            scores = token_scores(module, windows, positions, len(offsets), aggregation, method)
             out.append(best_spans(scores, offsets, text, k, window))
         return out
     finally:

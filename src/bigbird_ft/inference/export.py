@@ -42,8 +42,21 @@ def export_config(module: BigBirdClassifier) -> BigBirdConfig:
 
 
 def is_stock_exportable(module: BigBirdClassifier) -> bool:
-    """The head has the layout of a stock transformers class (``Head.stock_layout``)."""
-    return module.head.stock_layout() is not None
+    """The head has the layout of a stock transformers class (``Head.stock_layout``) and the network is
+    encoder + head (``reader=hierarchical`` adds a document layer that no stock class has)."""
+    return module.head.stock_layout() is not None and module.model.document_layer is None
+
+
+def reader_notice(module: BigBirdClassifier) -> str | None:
+    """What a stock pipeline on ``hf_model/`` does not do of the run's reader (one line), or None."""
+    reader = module.inputs.reader
+    if reader.name == "hierarchical":
+        return ("export: reader=hierarchical has no stock transformers class; hf_model/ holds the encoder, head.pt "
+                "and document_layer.pt: load it with bigbird_ft.load_exported or predict with predict.py")
+    if reader.name in ("head_tail", "chunks"):
+        return (f"export: a stock pipeline on hf_model/ reads the first {module.inputs.input_length} tokens of a "
+                f"document; reader={reader.name} reads more: predict.py (or bigbird_ft.load_exported) applies it")
+    return None
 
 
 def folded_head_state(module: BigBirdClassifier) -> dict[str, torch.Tensor]:
@@ -113,6 +126,9 @@ def write_onnx(hf_dir: Path, length: int, target: Path, architecture: str) -> No
 def export_hf_model(module: BigBirdClassifier, out_dir: str | Path, onnx_length: int | None = None) -> Path:
     out_dir = Path(out_dir)
     config = export_config(module)
+    notice = reader_notice(module)
+    if notice:
+        print(notice)
     if onnx_length is not None:
         check_onnx_length(module, config, onnx_length)
     # transformers draws a progress bar per saved shard: one line of noise at the end of every run
@@ -132,6 +148,11 @@ def export_hf_model(module: BigBirdClassifier, out_dir: str | Path, onnx_length:
             torch.save(folded_head_state(module), tmp / "head.pt")
             (tmp / "bigbird_ft_head.json").write_text(
                 json.dumps({"head": dict(module.hparams.head), "num_labels": module.num_labels}, indent=2))
+        if module.model.document_layer is not None:
+            torch.save(module.model.document_layer.state_dict(), tmp / "document_layer.pt")
+        if module.inputs.reader.name != "sparse":
+            # how the run read documents: load_exported rebuilds the same reader from it
+            (tmp / "bigbird_ft_inputs.json").write_text(json.dumps(module.inputs.to_hparams(), indent=2))
         if module.tokenizer is not None:
             module.tokenizer.save_pretrained(tmp)
         if onnx_length is not None:
@@ -160,6 +181,8 @@ def load_exported(path: str | Path) -> BigBirdClassifier:
     backend = "hf_full" if config.attention_type == "original_full" else "hf_block_sparse"
     encoder_config = {k: v for k, v in config.to_dict().items()
                       if k not in ("id2label", "label2id", "architectures", "problem_type")}
+    inputs_file = path / "bigbird_ft_inputs.json"
+    data = json.loads(inputs_file.read_text()) if inputs_file.exists() else None
     module = build_classifier(
         model={"block_size": config.block_size, "num_random_blocks": config.num_random_blocks},
         attention={"name": backend},
@@ -167,6 +190,7 @@ def load_exported(path: str | Path) -> BigBirdClassifier:
         id2label={int(k): v for k, v in config.id2label.items()},
         encoder_config=encoder_config,
         problem_type=config.problem_type or default_task(head_class(head["name"]).per_token),
+        data=data,
     )
     state = load_file(str(path / "model.safetensors"))
     if stock:
@@ -180,6 +204,9 @@ def load_exported(path: str | Path) -> BigBirdClassifier:
         encoder_state = {k: v for k, v in encoder_state.items() if not k.startswith("pooler.")}
     module.encoder.load_state_dict(encoder_state)
     module.head.load_state_dict(head_state)
+    if module.model.document_layer is not None:
+        module.model.document_layer.load_state_dict(
+            torch.load(path / "document_layer.pt", map_location="cpu", weights_only=True))
     module.tokenizer = AutoTokenizer.from_pretrained(path)
     return module.eval()
 

@@ -114,8 +114,16 @@ class Predictor:
         self.trainer_options = {"accelerator": "auto", "devices": 1, "strategy": "auto", "precision": "32-true",
                                 **(trainer or {})}
         inputs.window_starts(0, long_docs)  # an unknown long_docs fails before any work
+        if long_docs == "chunk" and inputs.reads_whole_document():
+            raise UserError(f"long_docs=chunk cuts documents for the readers of one input; this model's "
+                            f"reader={inputs.reader.name} reads them itself: drop long_docs")
         if long_docs == "chunk":
             inputs.check(windows=True)
+        trained = module.inputs
+        if inputs.reader.name == "hierarchical" and inputs.max_segments > trained.max_segments:
+            raise UserError(f"max_length={inputs.max_length} gives {inputs.max_segments} segments; this "
+                            f"reader=hierarchical model has positions for {trained.max_segments} "
+                            f"(max_length={trained.max_length}): lower max_length")
 
     @classmethod
     def from_config(cls, module: BigBirdClassifier, cfg: DictConfig) -> Predictor:
@@ -137,8 +145,10 @@ class Predictor:
         features = task.predict_features(documents, module.tokenizer, self.inputs, self.long_docs)
         shares = [0.0] * len(documents.texts)
         for feature in features:  # over what the model reads: the largest share among a document's windows
-            row = feature["row"]
-            shares[row] = max(shares[row], unknown_share(feature["input_ids"], module.tokenizer.unk_token_id))
+            row, ids = feature["row"], feature["input_ids"]
+            windows = ids if ids and not isinstance(ids[0], int) else [ids]
+            for window in windows:
+                shares[row] = max(shares[row], unknown_share(window, module.tokenizer.unk_token_id))
         warn_unknown_tokens(shares, documents.texts, f"documents in {source}")
         outputs = self.run(features)
         if outputs is None:

@@ -31,9 +31,15 @@ from ..io_utils import write_json_atomic
 REPEATS = 2
 
 
-def padded_shapes(batches: Sequence[Sequence[int]], lengths: Sequence[int], multiple: int) -> list[tuple[int, int]]:
-    """(batch size, padded length) of each batch, as the block-padding collator will make them."""
-    return [(len(b), math.ceil(max(lengths[i] for i in b) / multiple) * multiple) for b in batches]
+def padded_shapes(batches: Sequence[Sequence[int]], lengths: Sequence[int], multiple: int,
+                  inputs: Sequence[int] | None = None) -> list[tuple[int, int]]:
+    """(model inputs, padded length) of each batch, as the block-padding collator will make them.
+
+    ``inputs``: model inputs per feature (``reader=chunks`` / ``hierarchical`` read a document as several
+    windows, all of them in one step; default one each); ``lengths``: the longest input of each feature.
+    """
+    return [(sum(inputs[i] for i in b) if inputs else len(b),
+             math.ceil(max(lengths[i] for i in b) / multiple) * multiple) for b in batches]
 
 
 def eval_batches(n: int, batch_size: int) -> list[list[int]]:
@@ -127,17 +133,21 @@ def estimate_run(cfg: Any, module: Any, datamodule: Any, output_dir: Path, start
     collate = datamodule.collator()
     splits = {name: datamodule.tokenized[name] for name in ("train", "validation", "test")
               if name in datamodule.tokenized}
-    lengths = {name: list(ds["length"]) for name, ds in splits.items()}
+    lengths = {name: list(ds["input_length"] if "input_length" in ds.column_names else ds["length"])
+               for name, ds in splits.items()}
+    windows = {name: list(ds["n_inputs"]) if "n_inputs" in ds.column_names else None for name, ds in splits.items()}
     train_batches = list(datamodule.train_dataloader().batch_sampler)
-    train_shapes = padded_shapes(train_batches, lengths["train"], multiple)
+    train_shapes = padded_shapes(train_batches, lengths["train"], multiple, windows["train"])
     eval_plan = {name: eval_batches(len(lengths[name]), datamodule.inputs.eval_batch_size)
                  for name in ("validation", "test") if name in lengths}
     epochs = int(cfg.trainer.get("max_epochs") or 1)
     tested = bool(cfg.get("test", False)) and "test" in eval_plan
-    real = sum(lengths["train"])
+    real = sum(splits["train"]["length"])  # every token of every input
     padded = sum(b * n for b, n in train_shapes)
     report: dict[str, Any] = {
-        "documents_per_epoch": len(lengths["train"]),
+        "reader": datamodule.inputs.reader.name,
+        "documents_per_epoch": len(set(splits["train"]["row"])),
+        "inputs_per_epoch": sum(b for b, _ in train_shapes),
         "batches_per_epoch": len(train_batches),
         "real_tokens_per_epoch": real,
         "padded_tokens_per_epoch": padded,
@@ -152,7 +162,7 @@ def estimate_run(cfg: Any, module: Any, datamodule: Any, output_dir: Path, start
     for device in devices:
         report["devices"][device.type] = measure_device(
             module, device, collate, splits, train_batches, train_shapes, eval_plan, lengths, multiple, epochs,
-            tested, startup_s)
+            tested, startup_s, windows)
     target = torch.device("cuda") if "cuda" in report["devices"] and cfg.trainer.get("accelerator") != "cpu" \
         else torch.device("cpu")
     report["predicted_for"] = target.type
@@ -165,19 +175,21 @@ def estimate_run(cfg: Any, module: Any, datamodule: Any, output_dir: Path, start
 def measure_device(module: Any, device: torch.device, collate: Callable, splits: dict[str, Any],
                    train_batches: list, train_shapes: list[tuple[int, int]], eval_plan: dict[str, list],
                    lengths: dict[str, list[int]], multiple: int, epochs: int, tested: bool,
-                   startup_s: float) -> dict[str, Any]:
+                   startup_s: float, windows: dict[str, list[int] | None]) -> dict[str, Any]:
     timer = StepTimer(module, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     train_points, eval_points, measured = [], [], {}
     for which, indices in pick(train_shapes, train_batches).items():
         batch = timer._batch([splits["train"][int(i)] for i in indices], collate)
-        tokens = int(batch["input_ids"].numel())
+        mask = batch["attention_mask"]
+        rows = int(mask.any(-1).sum()) if mask.dim() == 3 else mask.shape[0]  # all-padding windows are skipped
+        tokens = rows * int(mask.shape[-1])
         seconds = timer.train_step(batch)
         eval_seconds = timer.eval_step(batch)
         train_points.append((tokens, seconds))
-        eval_points.append((tokens / len(indices), eval_seconds / len(indices)))  # per document
-        measured[which] = {"batch_size": len(indices), "padded_length": int(batch["input_ids"].shape[1]),
+        eval_points.append((tokens / rows, eval_seconds / rows))  # per model input
+        measured[which] = {"batch_size": len(indices), "inputs": rows, "padded_length": int(mask.shape[-1]),
                            "train_step_s": round(seconds, 4), "eval_forward_s": round(eval_seconds, 4)}
         del batch
         gc.collect()
@@ -186,7 +198,7 @@ def measure_device(module: Any, device: torch.device, collate: Callable, splits:
     epoch_train_s = sum(train_time(b * n) for b, n in train_shapes)
 
     def pass_s(split: str) -> float:
-        shapes = padded_shapes(eval_plan[split], lengths[split], multiple)
+        shapes = padded_shapes(eval_plan[split], lengths[split], multiple, windows[split])
         return sum(b * eval_time_per_doc(n) for b, n in shapes)
 
     validation_s = pass_s("validation") if "validation" in eval_plan else 0.0
@@ -207,12 +219,13 @@ def measure_device(module: Any, device: torch.device, collate: Callable, splits:
 
 def print_report(report: dict[str, Any]) -> None:
     lines = [
-        f"Estimate: {report['documents_per_epoch']} documents, {report['batches_per_epoch']} batches, "
+        f"Estimate (reader={report['reader']}): {report['documents_per_epoch']} documents "
+        f"({report['inputs_per_epoch']} model inputs), {report['batches_per_epoch']} batches, "
         f"{report['real_tokens_per_epoch']:,} tokens per epoch ({report['padded_tokens_per_epoch']:,} padded, "
         f"padding efficiency {report['padding_efficiency']:.1%}), {report['epochs']} epochs",
     ]
     for name, device in report["devices"].items():
-        steps = ", ".join(f"{k} batch {v['batch_size']}x{v['padded_length']}: {v['train_step_s']:.3f} s/step"
+        steps = ", ".join(f"{k} batch {v['inputs']}x{v['padded_length']}: {v['train_step_s']:.3f} s/step"
                           for k, v in device["measured"].items())
         lines.append(
             f"  {name}: {steps}; epoch {device['epoch_train_s']:.0f} s + validation {device['validation_pass_s']:.0f} s; "
