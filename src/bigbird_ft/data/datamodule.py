@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from ..errors import UserError
 from ..inputs.collate import BlockPaddingCollator
 from ..inputs.documents import warn_unknown_tokens
-from ..inputs.spec import InputSpec
+from ..inputs.spec import InputSpec, Reader
 from ..tasks import Task, infer_task, task_for
 from ..tasks.base import document_columns
 from .sampler import LengthBucketBatchSampler, ResumableLoader, rank_sampler
@@ -28,7 +28,7 @@ from .sampler import LengthBucketBatchSampler, ResumableLoader, rank_sampler
 datasets.disable_progress_bars()
 log = logging.getLogger(__name__)
 #: part of the token cache key: bump it when the features a task's encoder writes change
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -67,6 +67,13 @@ def decode_class_labels(ds: datasets.Dataset, column: str) -> datasets.Dataset:
     # the output type is given: map would otherwise keep int64 and cast names like "0", "1" back to ints
     return ds.cast_column(column, datasets.Value("int64")).map(
         decode, batched=True, features=datasets.Features({**ds.features, column: datasets.Value("string")}))
+
+
+def split_keys(ds: datasets.Dataset) -> list[set[str]]:
+    """What identifies each document across splits: its text, whitespace collapsed, and its ``id`` if any."""
+    texts = [" ".join(str(t).split()) for t in ds["text"]]
+    ids = [str(i) for i in ds["id"]] if "id" in ds.column_names else [None] * len(texts)
+    return [{f"text:{t}", *([f"id:{i}"] if i not in (None, "", "None") else [])} for t, i in zip(texts, ids, strict=True)]
 
 
 def shown_columns(columns: Sequence[str], most: int = 12) -> str:
@@ -121,6 +128,7 @@ class DocumentDataModule(L.LightningDataModule):
         tokens_column: str = "tokens",
         tags_column: str = "ner_tags",
         chunk_stride: int = 128,
+        drop_test_duplicates: bool = False,
     ) -> None:
         super().__init__()
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size or batch_size),
@@ -148,6 +156,10 @@ class DocumentDataModule(L.LightningDataModule):
         self.tokens_column = tokens_column
         self.tags_column = tags_column
         self.chunk_stride = int(chunk_stride)
+        #: test documents whose text or id also occurs in train / validation: dropped from those (true) or warned of
+        self.drop_test_duplicates = bool(drop_test_duplicates)
+        #: after prepare_raw: how many test documents still occur in train or validation
+        self.test_overlap = 0
         self.raw: datasets.DatasetDict | None = None
         self.tokenized: datasets.DatasetDict | None = None
         self.tokenizer: PreTrainedTokenizerBase | None = None
@@ -213,9 +225,47 @@ class DocumentDataModule(L.LightningDataModule):
                 raise UserError(f"the {split} split of {self.describe_source(split)} is empty")
         self.label_names = task.label_names({split: ds["label"] for split, ds in raw.items()},
                                             {split: self.describe_source(split) for split in raw})
+        raw = self._split_hygiene(raw)
         if "validation" not in raw:
             raw["train"], raw["validation"] = self._validation_split(raw["train"], task)
         self.raw = raw
+
+    def _split_hygiene(self, raw: datasets.DatasetDict) -> datasets.DatasetDict:
+        """Test documents whose text (whitespace collapsed) or ``id`` also occurs in train or validation make
+        test metrics overstate (the Longformer Hyperpartisan split leaked so, allenai/longformer#181): the
+        training copies are dropped with a count (``data.drop_test_duplicates=true``), else one warning."""
+        if "test" not in raw or "text" not in raw["test"].column_names:
+            return raw
+        test_rows: dict[str, set[int]] = {}
+        for i, keys in enumerate(split_keys(raw["test"])):
+            for key in keys:
+                test_rows.setdefault(key, set()).add(i)
+        overlap: set[int] = set()
+        found: dict[str, list[int]] = {}
+        for split in ("train", "validation"):
+            if split in raw:
+                found[split] = []
+                for i, keys in enumerate(split_keys(raw[split])):
+                    hits = set().union(*(test_rows.get(key, set()) for key in keys))
+                    if hits:
+                        found[split].append(i)
+                        overlap |= hits
+        self.test_overlap = len(overlap)
+        if not overlap:
+            return raw
+        if self.drop_test_duplicates:
+            for split, rows in found.items():
+                if rows:
+                    drop = set(rows)
+                    raw[split] = raw[split].select([i for i in range(len(raw[split])) if i not in drop])
+            rank_zero_info(f"data.drop_test_duplicates: dropped {sum(map(len, found.values()))} train/validation "
+                           f"documents that repeat {len(overlap)} test documents (same text or id)")
+            self.test_overlap = 0
+        else:
+            rank_zero_only(log.warning)(
+                f"{len(overlap)} of {len(raw['test'])} test documents also occur in train or validation (same text or "
+                "id): test metrics overstate; set data.drop_test_duplicates=true to drop them from training")
+        return raw
 
     def _validation_split(self, train: datasets.Dataset, task: Task) -> tuple[datasets.Dataset, datasets.Dataset]:
         """A seeded validation split of train: stratified where the task allows, else random. A split the
@@ -270,10 +320,11 @@ class DocumentDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------ tokenized
     def connect(self, tokenizer: PreTrainedTokenizerBase, block_size: int, max_positions: int,
-                block_aligned: bool = True) -> InputSpec:
+                block_aligned: bool = True, reader: Reader | Any = None) -> InputSpec:
         """The model hands over its tokenizer and what batches must fit (litgpt's ``DataModule.connect``):
         padding to its block size unless ``data.pad_to_multiple_of`` says otherwise, and its position
-        table. The result is the run's ``InputSpec``: what the checkpoint stores and predict reads.
+        table. The result is the run's ``InputSpec``: what the checkpoint stores and predict reads;
+        ``reader`` (the ``reader.*`` keys, default sparse) says how a document becomes model inputs.
 
         Fails in seconds, before the first step, on lengths the model cannot take.
         """
@@ -283,18 +334,25 @@ class DocumentDataModule(L.LightningDataModule):
                 f"data.pad_to_multiple_of={multiple} is not a multiple of model.block_size="
                 f"{block_size}; set data.pad_to_multiple_of to a multiple of the block size"
             )
-        padded_max = math.ceil(self.max_length / multiple) * multiple
-        if padded_max > max_positions:
-            raise UserError(
-                f"data.max_length={self.max_length} (padded to {padded_max}) exceeds the model's "
-                f"max_position_embeddings={max_positions}; lower data.max_length"
-            )
-        self.inputs = InputSpec(
+        reader = reader if isinstance(reader, Reader) else Reader.from_config(reader)
+        inputs = InputSpec(
             max_length=self.max_length, pad_to_multiple_of=multiple, stride=self.chunk_stride,
             text_columns=tuple(self.text_columns), text_separator=self.text_separator,
             tokens_column=self.tokens_column, tags_column=self.tags_column, eval_batch_size=self.eval_batch_size,
+            reader=reader,
         )
-        self.inputs.check(windows=bool(self.task and self.task.per_token), prefix="data.")
+        padded_max = math.ceil(inputs.input_length / multiple) * multiple
+        if padded_max > max_positions:
+            key = "data.max_length" if reader.name == "sparse" else \
+                ("reader.head_tokens / reader.tail_tokens" if reader.name == "head_tail" else "reader.window")
+            raise UserError(
+                f"a model input of {inputs.input_length} tokens (padded to {padded_max}) exceeds the model's "
+                f"max_position_embeddings={max_positions}; lower {key}"
+            )
+        inputs.check(windows=bool(self.task and self.task.per_token), prefix="data.")
+        if self.task is not None:
+            self.task.check_reader(reader)
+        self.inputs = inputs
         self.attach_tokenizer(tokenizer)
         return self.inputs
 
@@ -311,17 +369,17 @@ class DocumentDataModule(L.LightningDataModule):
         tokenizer, inputs, label2id = self.tokenizer, self.inputs, self.label2id
         max_length = inputs.max_length
         tok_key = tokenizer_fingerprint(tokenizer)
-        encode = self.task.batch_encoder(tokenizer, inputs, label2id)
         started = time.perf_counter()
 
         tokenized = {}
         for split, ds in self.raw.items():
+            reading = json.dumps(inputs.reader.to_dict(), sort_keys=True)
             fingerprint = hashlib.sha1(
                 f"{FEATURES_VERSION}|{ds._fingerprint}|{tok_key}|{max_length}|{sorted(label2id.items())}|{self.problem_type}"
-                f"{'|' + str(inputs.stride) if self.task.per_token else ''}".encode()
+                f"|{reading}|{split == 'train'}{'|' + str(inputs.stride) if self.task.per_token else ''}".encode()
             ).hexdigest()[:16]
             tokenized[split] = ds.map(
-                encode,
+                self.task.batch_encoder(tokenizer, inputs, label2id, train=split == "train"),
                 batched=True,
                 with_indices=True,
                 remove_columns=ds.column_names,
@@ -333,10 +391,12 @@ class DocumentDataModule(L.LightningDataModule):
         train = self.tokenized["train"]
         if "unknown_share" in train.column_names:  # document tasks
             rank_zero_only(warn_unknown_tokens)(train["unknown_share"], self.raw["train"]["text"], "training documents")
-            cut = sum(1 for length in train["length"] if length >= max_length)
+            cut = len({row for row, was_cut in zip(train["row"], train["cut"], strict=True) if was_cut})
             if cut:
-                rank_zero_info(f"{cut} of {len(train)} training documents are longer than data.max_length={max_length} "
-                               "tokens and are cut to it")
+                documents = len(self.raw["train"])
+                limit = f"data.max_length={max_length} tokens" if inputs.reader.name == "sparse" else \
+                    f"what reader={inputs.reader.name} reads ({inputs.input_length} tokens per input, {max_length} per document)"
+                rank_zero_info(f"{cut} of {documents} training documents are longer than {limit} and are cut to it")
         # a cache hit (same data fingerprint, tokenizer and max_length) shows as a near-zero time
         files = self.tokenized["train"].cache_files
         log.info("token ids ready in %.2fs (%s)", time.perf_counter() - started,
