@@ -6,7 +6,7 @@ Each run is ``python train.py ...`` in a fresh process with ``calibrate=true`` (
 uncalibrated figures are the same model's before its temperature (``*_uncalibrated`` in
 metrics.json), so before/after is one model, one test set. ``default`` is ``make train``;
 ``hyperpartisan`` the warm-started MiniLM at 512 tokens (the ~9-minute Hyperpartisan model of
-bench/results/quality.json). Goal: test ECE after <= 0.5 x before. Writes bench/results/calibration.json.
+bench/results/quality_single_seed_2026-11.json). Goal: test ECE after <= 0.5 x before. Writes bench/results/calibration.json.
 """
 
 from __future__ import annotations

