@@ -208,3 +208,17 @@ def test_predict_py_uses_the_runs_reader_and_estimate_prints_its_cost(tmp_path):
                                        "long_docs=chunk"])
     assert result.returncode != 0 and "reader=hierarchical reads them itself" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cut_documents_are_those_longer_than_what_the_reader_reads(tiny_tokenizer):
+    from bigbird_ft.tasks import task_for
+
+    inputs = spec("chunks", max_length=130, window=34)  # windows of 32 content tokens, 128 read per document
+    long, medium = "the quick brown fox jumps over the lazy dog " * 40, "the quick brown fox jumps over the lazy dog " * 2
+    n_long, n_medium = (len(tiny_tokenizer(t, add_special_tokens=False)["input_ids"]) for t in (long, medium))
+    assert n_long > 128 and 32 < n_medium <= 128
+    for train in (True, False):
+        encode = task_for("single_label_classification").batch_encoder(tiny_tokenizer, inputs, {"a": 0}, train=train)
+        out = encode({"text": [long, medium], "label": ["a", "a"]}, [0, 1])
+        assert {row for row, cut in zip(out["row"], out["cut"], strict=True) if cut} == {0}
+        assert out["row"].count(1) == (-(-n_medium // 32) if train else 1)  # the medium one: its windows, not cut

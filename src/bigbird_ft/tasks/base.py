@@ -110,7 +110,10 @@ class Task:
                 out["length"].append(sum(len(w) for w in windows))  # the tokens the model reads
                 out["input_length"].append(max(len(w) for w in windows))
                 out["n_inputs"].append(len(windows))
-                out["cut"].append(n_tokens > sum(len(w) - 2 for w in windows))
+                # what the reader reads of the whole document (a chunks training window is one of several)
+                read_tokens = min(n_tokens, inputs.max_length - 2) if inputs.reader.segmented \
+                    else sum(len(w) - 2 for w in windows)
+                out["cut"].append(n_tokens > read_tokens)
                 out["unknown_share"].append(unknown_share([t for w in windows for t in w], tokenizer.unk_token_id))
             return out
 
