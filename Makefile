@@ -11,7 +11,7 @@ TORCH_INDEX ?=
 	test -d .venv || python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PIP) install -q -e ".[dev,bench,onnx,pretrained]"
+	$(PIP) install -q -e ".[dev,bench,onnx,pretrained,serve]"
 	touch .venv/.installed
 
 setup: .venv/.installed
@@ -32,7 +32,7 @@ test-fast: .venv/.installed
 	$(PYTEST) -m "not slow" tests $(ARGS)
 
 lint: .venv/.installed
-	.venv/bin/ruff check src tests bench train.py predict.py
+	.venv/bin/ruff check src tests bench train.py predict.py serve.py pretrain.py
 
 clean:
 	rm -rf logs outputs multirun data/generated data/cache

@@ -164,26 +164,34 @@ def explain(module: Any, texts: list[str], k: int, window: int, inputs: InputSpe
         module.train(was_training)
 
 
+#: the evidence page's style; the server's page (page.py) uses it too, so both look the same
+EVIDENCE_CSS = ("body{font-family:sans-serif;max-width:60em;margin:auto}"
+                "article{border-top:1px solid #ccc;padding:1em 0}"
+                "p{white-space:pre-wrap;line-height:1.5}mark{background:#ffd54f}"
+                "mark[data-rank='1']{background:#ff8f00;color:#fff}")
+
+
+def marked_text(text: str, spans: list[dict[str, Any]]) -> str:
+    """The text, escaped, each span a ``<mark class='evidence' data-rank=R>`` (R: its rank by score).
+    page.py's ``markText`` writes the same markup in the browser."""
+    body, cursor = [], 0
+    for rank, span in sorted(enumerate(spans, 1), key=lambda item: item[1]["start"]):
+        body.append(html.escape(text[cursor : span["start"]]))
+        body.append(f"<mark class='evidence' data-rank='{rank}' title='score {span['score']:.4g}'>"
+                    f"{html.escape(span['text'])}</mark>")
+        cursor = span["end"]
+    body.append(html.escape(text[cursor:]))
+    return "".join(body)
+
+
 def write_html(path: Path, ids: list[Any], texts: list[str], headlines: list[str],
                evidence: list[list[dict[str, Any]]]) -> None:
     """One self-contained page: each document with its spans marked, label and probability on top."""
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>bigbird_ft evidence</title><style>",
-             "body{font-family:sans-serif;max-width:60em;margin:auto}"
-             "article{border-top:1px solid #ccc;padding:1em 0}"
-             "p{white-space:pre-wrap;line-height:1.5}mark{background:#ffd54f}"
-             "mark[data-rank='1']{background:#ff8f00;color:#fff}</style></head><body>",
-             f"<h1>Evidence for {len(texts)} documents</h1>"]
+             EVIDENCE_CSS, "</style></head><body>", f"<h1>Evidence for {len(texts)} documents</h1>"]
     for doc_id, text, headline, spans in zip(ids, texts, headlines, evidence, strict=True):
-        ranked = sorted(enumerate(spans, 1), key=lambda item: item[1]["start"])
-        body, cursor = [], 0
-        for rank, span in ranked:
-            body.append(html.escape(text[cursor : span["start"]]))
-            body.append(f"<mark class='evidence' data-rank='{rank}' title='score {span['score']:.4g}'>"
-                        f"{html.escape(span['text'])}</mark>")
-            cursor = span["end"]
-        body.append(html.escape(text[cursor:]))
         parts.append(f"<article data-id='{html.escape(str(doc_id))}'><h2>{html.escape(str(doc_id))}</h2>"
-                     f"<h3>{html.escape(headline)}</h3><p>{''.join(body)}</p></article>")
+                     f"<h3>{html.escape(headline)}</h3><p>{marked_text(text, spans)}</p></article>")
     parts.append("</body></html>")
     with atomic_path(path) as tmp:
         tmp.write_text("".join(parts), encoding="utf-8")

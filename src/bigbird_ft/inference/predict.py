@@ -109,8 +109,11 @@ class Predictor:
     """
 
     def __init__(self, module: BigBirdClassifier, inputs: InputSpec, long_docs: str = "truncate",
-                 aggregation: str = "mean", trainer: dict[str, Any] | None = None) -> None:
+                 aggregation: str = "mean", trainer: dict[str, Any] | None = None, in_process: bool = False) -> None:
         self.module, self.inputs, self.long_docs, self.aggregation = module.eval(), inputs, long_docs, aggregation
+        # in_process: batches run through predict_step here, on the module's device (the server, which
+        # predicts a few documents per call: a Trainer per call would cost more than the batch)
+        self.in_process = in_process
         self.trainer_options = {"accelerator": "auto", "devices": 1, "strategy": "auto", "precision": "32-true",
                                 **(trainer or {})}
         inputs.window_starts(0, long_docs)  # an unknown long_docs fails before any work
@@ -162,17 +165,33 @@ class Predictor:
         order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
         loader = DataLoader([features[i] for i in order], batch_size=self.inputs.eval_batch_size,
                             collate_fn=self.inputs.collator(self.module.tokenizer))
-        gathered = GatherOutputs(len(features))
+        in_order = self.run_here(loader) if self.in_process else self.run_trainer(loader, len(features))
+        if in_order is None:
+            return None
+        restored: list[dict[str, torch.Tensor]] = [{}] * len(features)
+        for position, outputs in enumerate(in_order):
+            restored[order[position]] = outputs
+        return restored
+
+    def run_trainer(self, loader: DataLoader, n_features: int) -> list[dict[str, torch.Tensor]] | None:
+        gathered = GatherOutputs(n_features)
         trainer = L.Trainer(**self.trainer_options, logger=False, callbacks=[RichProgressBar(), gathered],
                             enable_checkpointing=False)
         with ddp_job_scope():  # ends the process group in every rank before it exits
             trainer.predict(self.module, dataloaders=loader, return_predictions=False)
-        if not trainer.is_global_zero:
-            return None
-        restored: list[dict[str, torch.Tensor]] = [{}] * len(features)
-        for position, outputs in enumerate(gathered.features):
-            restored[order[position]] = outputs
-        return restored
+        return gathered.features if trainer.is_global_zero else None
+
+    @torch.inference_mode()
+    def run_here(self, loader: DataLoader) -> list[dict[str, torch.Tensor]]:
+        """The loader's batches through ``predict_step`` as Lightning's predict loop runs them, without a Trainer."""
+        device = next(self.module.parameters()).device
+        outputs: list[dict[str, torch.Tensor]] = []
+        for index, batch in enumerate(loader):
+            batch = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+            result = self.module.predict_step(batch, index)
+            size = len(next(iter(result.values())))
+            outputs.extend({key: value[offset].cpu() for key, value in result.items()} for offset in range(size))
+        return outputs
 
 
 class GatherOutputs(BasePredictionWriter):
@@ -252,6 +271,23 @@ def check_evidence(module: BigBirdClassifier, request: Request, predictor: Predi
 def prediction_frame(ids: list[Any], columns: dict[str, Any]) -> pd.DataFrame:
     """The output columns (the public contract): ``id``, then what the checkpoint's task writes."""
     return pd.DataFrame({"id": ids, **columns})
+
+
+def document_records(columns: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per document, the values of its predict.py row (after ``id``) as JSON values, the
+    ``prob_<label>`` columns grouped into ``probs`` {label: p}: what the server answers."""
+    lists = {name: value.tolist() if hasattr(value, "tolist") else list(value) for name, value in columns.items()}
+    n_docs = len(next(iter(lists.values()))) if lists else 0
+    records: list[dict[str, Any]] = []
+    for row in range(n_docs):
+        record: dict[str, Any] = {}
+        for name, values in lists.items():
+            if name.startswith("prob_"):
+                record.setdefault("probs", {})[name.removeprefix("prob_")] = values[row]
+            else:
+                record[name] = values[row]
+        records.append(record)
+    return records
 
 
 def write_predictions(frame: pd.DataFrame, columns: dict[str, Any], id_column: str, request: Request,
