@@ -42,3 +42,22 @@ def test_a_larger_test_set_gives_a_narrower_interval(quality):
         lo, hi = quality.summarise(gold, {0: noisy})["test/acc_ci95"]
         widths.append(hi - lo)
     assert widths[1] < widths[0] / 2.5  # ~ 1/sqrt(16) = 1/4 of the width
+
+
+def test_the_goals_are_read_from_the_rows(quality):
+    def row(acc, lo, hi, f1=None):
+        return {"test/acc": acc, "test/acc_ci95": [lo, hi], "test/f1": f1 if f1 is not None else acc}
+
+    results = {"hyperpartisan": {"tfidf": row(0.79, 0.76, 0.82), "truncate_512": row(0.77, 0.74, 0.80),
+                                 "hierarchical_4096": row(0.80, 0.77, 0.83), "chunks_4096": row(0.78, 0.75, 0.81)}}
+    goals = quality.goals(results)
+    assert goals["hyperpartisan"]["best_long_reader"] == "hierarchical_4096"
+    assert goals["hyperpartisan"]["beats_truncate_and_tfidf"] is True
+    assert goals["hyperpartisan"]["met"] is False and goals["hyperpartisan"]["cis_apart"] is False
+    results["hyperpartisan"]["hierarchical_4096"] = row(0.86, 0.835, 0.88)
+    assert quality.goals(results)["hyperpartisan"]["met"] is True
+    assert quality.goals(results)["hyperpartisan"]["cis_apart"] is True
+    assert quality.goals(results)["peps"] == {"met": None, "missing": ["truncate_512", "tfidf", "a long reader"]}
+    results["peps"] = {"tfidf": row(0.84, 0, 1, f1=0.50), "truncate_512": row(0.89, 0, 1, f1=0.74),
+                       "hierarchical_4096": row(0.88, 0, 1, f1=0.745)}
+    assert quality.goals(results)["peps"]["met"] is True
