@@ -112,6 +112,15 @@ def run_script(script: str, args: list[str], timeout: int = 600, env: dict | Non
 
 
 @pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One tiny default run (no test, no export) for the tests that only read it: predict, evidence, serve."""
+    tmp = tmp_path_factory.mktemp("trained")
+    result = run_script("train.py", tiny_overrides(tmp, test="false", export="false"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "run"
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory):
     """A SentencePiece tokenizer trained on a small generated corpus (cached per session)."""
     from bigbird_ft.data.synthetic import SyntheticCorpus, SyntheticSpec

@@ -13,7 +13,7 @@ import torch
 
 from bigbird_ft.inference.evidence import best_spans, document_windows, token_scores
 from bigbird_ft.inputs.spec import InputSpec
-from tests.conftest import in_ci, run_script, tiny_overrides
+from tests.conftest import in_ci, run_script
 
 TEXT = "alpha beta  gamma delta epsilon zeta eta theta iota kappa lambda mu"
 
@@ -67,14 +67,6 @@ def test_token_scores_are_gradient_times_input_of_the_predicted_log_odds(make_cl
     expected = (embeddings.grad * embeddings).sum(-1)[0, 1:-1].detach()
     torch.testing.assert_close(scores, expected, atol=1e-6, rtol=1e-4)
     assert all(p.requires_grad for p in module.parameters())  # restored after the pass
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("evidence-run")
-    result = run_script("train.py", tiny_overrides(tmp, test="false", export="false"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return tmp / "run"
 
 
 @pytest.fixture(scope="module")

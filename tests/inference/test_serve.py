@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bigbird_ft.inference.serve import MAX_EVIDENCE, BadRequest, check_request, read_body
-from tests.conftest import PYTHON, ROOT, in_ci, run_script, tiny_overrides
+from tests.conftest import PYTHON, ROOT, in_ci, run_script
 
 MB = 2**20
 
@@ -61,14 +61,6 @@ def test_a_good_body_keeps_texts_ids_and_evidence():
 
 
 # ----------------------------------------------------------------------------- a trained tiny model
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("serve-run")
-    result = run_script("train.py", tiny_overrides(tmp, test="false", export="false"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return tmp / "run"
-
-
 @pytest.fixture(scope="module")
 def documents():
     """Mixed lengths: 12 to ~900 words (over the model's 512 tokens: truncated, as predict.py does)."""

@@ -75,14 +75,6 @@ def test_full_traceback_on_request(tmp_path):
     assert result.returncode != 0 and "Traceback" in result.stderr and "UserError" in result.stderr
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("trained")
-    result = run_script("train.py", tiny_overrides(tmp, **{"test": "false", "export": "false"}))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return tmp / "run"
-
-
 def run_predict(tmp_path: Path, *args: str):
     return run_script("predict.py", [*args, f"hydra.run.dir={tmp_path / 'pred'}"])
 
