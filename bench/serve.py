@@ -200,6 +200,8 @@ def main() -> None:
     texts, train_texts, train_labels = documents(args.docs)
     payload = json.loads(args.out.read_text()) if args.merge and args.out.is_file() else {}
     results = payload.get("results", {})
+    # rows merge from separate runs: each row keeps the command that measured it
+    command = "PYTHONPATH=src python " + " ".join(["bench/serve.py", *sys.argv[1:]])
     for row in args.rows:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -208,11 +210,13 @@ def main() -> None:
             predict = predict_rate(run_dir, texts, work)
             served = serve_row(run_dir, texts, args, row in args.long_rows, work)
             at8 = next(level for level in served["levels"] if level["clients"] == 8)
-            results[row] = {"overrides": ROWS[row], "documents": len(texts), "predict": predict, "serve": served,
+            results[row] = {"command": command, "overrides": ROWS[row], "documents": len(texts), "predict": predict,
+                            "serve": served,
                             "serve8_over_predict_loop": round(at8["requests_per_s"] / predict["loop_docs_per_s"], 3),
                             "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}}
             print(json.dumps({row: results[row]}, indent=1), flush=True)
-    payload.update({"command": "PYTHONPATH=src python " + " ".join(["bench/serve.py", *sys.argv[1:]]),
+    commands = [c for c in payload.pop("commands", [payload.pop("command", None)]) if c and c != command]
+    payload.update({"commands": [*commands, command],
                     "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU only",
                     "measured": time.strftime("%Y-%m-%d"), "results": results})
     args.out.parent.mkdir(parents=True, exist_ok=True)
