@@ -124,6 +124,42 @@ def test_hierarchical_document_logits_do_not_depend_on_the_batch(tiny_tokenizer)
     torch.testing.assert_close(together[0], alone[0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["chunks", "hierarchical"])
+def test_short_windows_are_encoded_apart_cut_to_their_length_without_changing_the_logits(tiny_tokenizer, name):
+    """A document's last window (and a short document) is encoded cut to its own length, as the estimate
+    prices it; the logits equal those of the batch encoded padded as the collator made it."""
+    from bigbird_ft.training.estimate import segment_lengths, window_groups
+
+    module = reader_classifier(tiny_tokenizer, name)
+    texts = ["the quick brown fox jumps over the lazy dog " * 20, "jumps over " * 3]
+    batch = documents_batch(module, texts)
+    shapes = []
+    encode = module.backend.encode
+    module.backend.encode = lambda encoder, ids, mask: shapes.append(tuple(ids.shape)) or encode(encoder, ids, mask)
+    with torch.no_grad():
+        split = module(batch["input_ids"], batch["attention_mask"])
+        module.backend.encode = lambda encoder, ids, mask: encode(encoder, ids, mask)
+        present = batch["attention_mask"].any(-1)
+        hidden = encode(module.encoder, batch["input_ids"][present], batch["attention_mask"][present])
+    padded = batch["input_ids"].shape[-1]
+    lengths = batch["attention_mask"][present].sum(-1).tolist()
+    short = [n for n in lengths if n <= padded // 2]
+    assert short and len(short) < len(lengths)
+    cut = -(-max(short) // 16) * 16
+    assert shapes == [(len(lengths) - len(short), padded), (len(short), cut)]
+    # the estimate prices the same two groups
+    features = [{"input_ids": ids} for _, ids, _ in module.inputs.read(module.tokenizer, texts)]
+    windows = segment_lengths({"input_ids": [f["input_ids"] for f in features]})
+    assert window_groups([[0, 1]], [max(w) for w in windows], 16, [len(w) for w in windows], windows) == [
+        [(len(lengths) - len(short), padded), (len(short), cut)]]
+    # one group, padded as collated: the same logits
+    with torch.no_grad():
+        module.model.encode_windows = lambda ids, mask: encode(module.encoder, ids, mask)
+        together = module(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(split, together, rtol=1e-5, atol=1e-5)
+    assert hidden.shape[1] == padded
+
+
 @pytest.mark.parametrize("problem_type,labels", [
     ("multi_label_classification", torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])),
     ("regression", torch.tensor([0.5, -1.0])),

@@ -24,7 +24,8 @@ def test_step_time_is_a_line_through_the_two_measured_shapes():
 
 
 def test_pick_takes_the_longest_and_the_median_batch():
-    shapes = [(8, 64), (8, 512), (4, 96), (8, 256), (2, 16)]
+    # a batch of windowed documents is priced as its groups: (6, 512) + (8, 96) > (8, 256)
+    shapes = [[(8, 64)], [(6, 512), (8, 96)], [(4, 96)], [(8, 256)], [(2, 16)]]
     batches = [["a"], ["b"], ["c"], ["d"], ["e"]]
     assert pick(shapes, batches) == {"longest": ["b"], "median": ["a"]}
 

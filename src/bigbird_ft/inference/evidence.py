@@ -86,7 +86,7 @@ def token_scores(module: Any, inputs: list[list[int]], positions: list[list[int]
     else:
         hook = module.encoder.get_input_embeddings().register_forward_hook(keep_embeddings)
         try:
-            with torch.inference_mode(False), torch.enable_grad():
+            with torch.inference_mode(False), torch.enable_grad(), module.model.one_encoder_call():
                 logits = module(ids.to(device), mask.to(device))
                 if segmented:
                     doc_logits = logits[0]

@@ -6,7 +6,9 @@ export, predict, the benches and the tests use the same object training uses.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -16,6 +18,16 @@ from ..attention import build_backend
 from ..attention.base import AttentionBackend
 from ..heads import build_head, head_class
 from .encoder import build_encoder
+
+
+def split_short_windows(lengths: Sequence[int], padded_length: int, multiple: int) -> tuple[list[bool], int]:
+    """Which windows of a batch are encoded apart (at most half the padded length), and the length they
+    are cut to: their longest, up to the block multiple; 0 when all or none are short (one group).
+    The estimate (``training/estimate.py``) prices a batch by the same rule."""
+    short = [n <= padded_length // 2 for n in lengths]
+    if not any(short) or all(short):
+        return short, 0
+    return short, math.ceil(max(n for n, s in zip(lengths, short, strict=True) if s) / multiple) * multiple
 
 
 class DocumentLayer(nn.Module):
@@ -57,6 +69,9 @@ class LongDocumentClassifier(nn.Module):
         self.document_layer = document_layer
         self.aggregation = aggregation
         backend.attach(encoder)
+        #: encode_windows may split a batch's windows in two encoder calls; evidence, which hooks the
+        #: embeddings of one call, turns it off (``one_encoder_call``)
+        self.group_short_windows = True
         # logits are divided by it: 1 while training, fitted on validation after (calibration.py)
         self.register_buffer("temperature", torch.tensor(1.0))
 
@@ -66,10 +81,40 @@ class LongDocumentClassifier(nn.Module):
         hidden = self.backend.encode(self.encoder, input_ids, attention_mask)
         return self.head(hidden, attention_mask, getattr(self.encoder, "pooler", None)) / self.temperature
 
+    @contextmanager
+    def one_encoder_call(self) -> Iterator[None]:
+        """Every window of a batch in one encoder call, padded as the collator padded it."""
+        saved, self.group_short_windows = self.group_short_windows, False
+        try:
+            yield
+        finally:
+            self.group_short_windows = saved
+
+    def encode_windows(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The windows of a batch, the short ones encoded apart, cut to their own longest.
+
+        The collator pads every window to the batch's longest, but a document's last window is mostly
+        short: encoded with the full ones it pays for its padding (hierarchical on Hyperpartisan: 81 % of
+        the padded tokens real). Padding is masked out, so cutting it off changes no real token's vector.
+        """
+        if not self.group_short_windows or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return self.backend.encode(self.encoder, ids, mask)
+        multiple = int(getattr(self.encoder.config, "block_size", 1) or 1)
+        flags, cut = split_short_windows(mask.sum(-1).tolist(), ids.shape[1], multiple)
+        if not cut:
+            return self.backend.encode(self.encoder, ids, mask)
+        short = torch.tensor(flags, device=ids.device)
+        long_hidden = self.backend.encode(self.encoder, ids[~short], mask[~short])
+        short_hidden = self.backend.encode(self.encoder, ids[short, :cut].contiguous(), mask[short, :cut].contiguous())
+        hidden = long_hidden.new_zeros((*ids.shape, long_hidden.shape[-1]))
+        hidden[~short] = long_hidden
+        hidden[short, :cut] = short_hidden
+        return hidden
+
     def forward_documents(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         present = attention_mask.any(-1)                          # [documents, windows]
         ids, mask = input_ids[present], attention_mask[present]  # the real windows only
-        hidden = self.backend.encode(self.encoder, ids, mask)
+        hidden = self.encode_windows(ids, mask)
         if self.document_layer is None:                            # chunks: one prediction per window
             logits = self.head(hidden, mask, getattr(self.encoder, "pooler", None))
             per_window = logits.new_full((*present.shape, logits.shape[-1]),

@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from ..io_utils import write_json_atomic
+from ..models.network import split_short_windows
 
 #: timed repetitions per shape, after one untimed warm-up
 REPEATS = 2
@@ -40,6 +41,30 @@ def padded_shapes(batches: Sequence[Sequence[int]], lengths: Sequence[int], mult
     """
     return [(sum(inputs[i] for i in b) if inputs else len(b),
              math.ceil(max(lengths[i] for i in b) / multiple) * multiple) for b in batches]
+
+
+def window_groups(batches: Sequence[Sequence[int]], lengths: Sequence[int], multiple: int,
+                  inputs: Sequence[int] | None = None,
+                  window_lengths: Sequence[Sequence[int]] | None = None) -> list[list[tuple[int, int]]]:
+    """Per batch, (model inputs, padded length) of each group the network encodes: the batch as the
+    collator pads it, or, for documents read as windows (``window_lengths``: each feature's windows),
+    the long windows and the short ones cut to their own longest (``split_short_windows``)."""
+    shapes = padded_shapes(batches, lengths, multiple, inputs)
+    if window_lengths is None:
+        return [[shape] for shape in shapes]
+    groups = []
+    for batch, (n_inputs, padded) in zip(batches, shapes, strict=True):
+        short, cut = split_short_windows([n for i in batch for n in window_lengths[i]], padded, multiple)
+        groups.append([(n_inputs - sum(short), padded), (sum(short), cut)] if cut else [(n_inputs, padded)])
+    return groups
+
+
+def segment_lengths(dataset: Any) -> list[list[int]] | None:
+    """Each feature's window lengths when features are documents read as windows, else None."""
+    ids = dataset["input_ids"]
+    if not ids or not ids[0] or isinstance(ids[0][0], int):
+        return None
+    return [[len(window) for window in feature] for feature in ids]
 
 
 def eval_batches(n: int, batch_size: int) -> list[list[int]]:
@@ -115,9 +140,14 @@ def linear_in_tokens(points: list[tuple[int, float]]) -> Callable[[int], float]:
     return lambda tokens: max(y0 + slope * (tokens - x0), 0.0)
 
 
-def pick(shapes: list[tuple[int, int]], batches: Sequence[Sequence[int]]) -> dict[str, Sequence[int]]:
+def tokens(groups: Sequence[tuple[int, int]]) -> int:
+    """A batch's padded tokens: what one step computes over."""
+    return sum(inputs * length for inputs, length in groups)
+
+
+def pick(shapes: list[list[tuple[int, int]]], batches: Sequence[Sequence[int]]) -> dict[str, Sequence[int]]:
     """The batch with the most padded tokens and the median one."""
-    order = sorted(range(len(shapes)), key=lambda i: shapes[i][0] * shapes[i][1])
+    order = sorted(range(len(shapes)), key=lambda i: tokens(shapes[i]))
     return {"longest": batches[order[-1]], "median": batches[order[len(order) // 2]]}
 
 
@@ -136,18 +166,19 @@ def estimate_run(cfg: Any, module: Any, datamodule: Any, output_dir: Path, start
     lengths = {name: list(ds["input_length"] if "input_length" in ds.column_names else ds["length"])
                for name, ds in splits.items()}
     windows = {name: list(ds["n_inputs"]) if "n_inputs" in ds.column_names else None for name, ds in splits.items()}
+    segments = {name: segment_lengths(ds) for name, ds in splits.items()}
     train_batches = list(datamodule.train_dataloader().batch_sampler)
-    train_shapes = padded_shapes(train_batches, lengths["train"], multiple, windows["train"])
+    train_shapes = window_groups(train_batches, lengths["train"], multiple, windows["train"], segments["train"])
     eval_plan = {name: eval_batches(len(lengths[name]), datamodule.inputs.eval_batch_size)
                  for name in ("validation", "test") if name in lengths}
     epochs = int(cfg.trainer.get("max_epochs") or 1)
     tested = bool(cfg.get("test", False)) and "test" in eval_plan
     real = sum(splits["train"]["length"])  # every token of every input
-    padded = sum(b * n for b, n in train_shapes)
+    padded = sum(tokens(groups) for groups in train_shapes)
     report: dict[str, Any] = {
         "reader": datamodule.inputs.reader.name,
         "documents_per_epoch": len(set(splits["train"]["row"])),
-        "inputs_per_epoch": sum(b for b, _ in train_shapes),
+        "inputs_per_epoch": sum(b for groups in train_shapes for b, _ in groups),
         "batches_per_epoch": len(train_batches),
         "real_tokens_per_epoch": real,
         "padded_tokens_per_epoch": padded,
@@ -162,7 +193,7 @@ def estimate_run(cfg: Any, module: Any, datamodule: Any, output_dir: Path, start
     for device in devices:
         report["devices"][device.type] = measure_device(
             module, device, collate, splits, train_batches, train_shapes, eval_plan, lengths, multiple, epochs,
-            tested, startup_s, windows)
+            tested, startup_s, windows, segments)
     target = torch.device("cuda") if "cuda" in report["devices"] and cfg.trainer.get("accelerator") != "cpu" \
         else torch.device("cpu")
     report["predicted_for"] = target.type
@@ -173,9 +204,10 @@ def estimate_run(cfg: Any, module: Any, datamodule: Any, output_dir: Path, start
 
 
 def measure_device(module: Any, device: torch.device, collate: Callable, splits: dict[str, Any],
-                   train_batches: list, train_shapes: list[tuple[int, int]], eval_plan: dict[str, list],
+                   train_batches: list, train_shapes: list[list[tuple[int, int]]], eval_plan: dict[str, list],
                    lengths: dict[str, list[int]], multiple: int, epochs: int, tested: bool,
-                   startup_s: float, windows: dict[str, list[int] | None]) -> dict[str, Any]:
+                   startup_s: float, windows: dict[str, list[int] | None],
+                   segments: dict[str, list[list[int]] | None]) -> dict[str, Any]:
     timer = StepTimer(module, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -184,22 +216,22 @@ def measure_device(module: Any, device: torch.device, collate: Callable, splits:
         batch = timer._batch([splits["train"][int(i)] for i in indices], collate)
         mask = batch["attention_mask"]
         rows = int(mask.any(-1).sum()) if mask.dim() == 3 else mask.shape[0]  # all-padding windows are skipped
-        tokens = rows * int(mask.shape[-1])
+        padded = tokens(window_groups([indices], lengths["train"], multiple, windows["train"], segments["train"])[0])
         seconds = timer.train_step(batch)
         eval_seconds = timer.eval_step(batch)
-        train_points.append((tokens, seconds))
-        eval_points.append((tokens / rows, eval_seconds / rows))  # per model input
+        train_points.append((padded, seconds))
+        eval_points.append((padded / rows, eval_seconds / rows))  # per model input
         measured[which] = {"batch_size": len(indices), "inputs": rows, "padded_length": int(mask.shape[-1]),
-                           "train_step_s": round(seconds, 4), "eval_forward_s": round(eval_seconds, 4)}
+                           "padded_tokens": padded,                           "train_step_s": round(seconds, 4), "eval_forward_s": round(eval_seconds, 4)}
         del batch
         gc.collect()
     train_time = linear_in_tokens(train_points)
     eval_time_per_doc = linear_in_tokens(eval_points)
-    epoch_train_s = sum(train_time(b * n) for b, n in train_shapes)
+    epoch_train_s = sum(train_time(tokens(groups)) for groups in train_shapes)
 
     def pass_s(split: str) -> float:
-        shapes = padded_shapes(eval_plan[split], lengths[split], multiple, windows[split])
-        return sum(b * eval_time_per_doc(n) for b, n in shapes)
+        shapes = window_groups(eval_plan[split], lengths[split], multiple, windows[split], segments[split])
+        return sum(b * eval_time_per_doc(n) for groups in shapes for b, n in groups)
 
     validation_s = pass_s("validation") if "validation" in eval_plan else 0.0
     test_s = pass_s("test") if tested else 0.0
