@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -65,3 +66,13 @@ class BlockPaddingCollator:
         if "labels" in features[0]:
             batch["labels"] = self.label_stacker([f["labels"] for f in features], shape[-1])
         return batch
+
+
+def split_short_windows(lengths: Sequence[int], padded_length: int, multiple: int) -> tuple[list[bool], int]:
+    """Which windows of a batch are encoded apart (at most half the padded length), and the length they
+    are cut to: their longest, up to the block multiple; 0 when all or none are short (one group).
+    The network (``models/network.py``) encodes by this rule and the estimate prices a batch by it."""
+    short = [n <= padded_length // 2 for n in lengths]
+    if not any(short) or all(short):
+        return short, 0
+    return short, math.ceil(max(n for n, s in zip(lengths, short, strict=True) if s) / multiple) * multiple

@@ -6,8 +6,7 @@ export, predict, the benches and the tests use the same object training uses.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,17 +16,8 @@ from torch import nn
 from ..attention import build_backend
 from ..attention.base import AttentionBackend
 from ..heads import build_head, head_class
+from ..inputs.collate import split_short_windows
 from .encoder import build_encoder
-
-
-def split_short_windows(lengths: Sequence[int], padded_length: int, multiple: int) -> tuple[list[bool], int]:
-    """Which windows of a batch are encoded apart (at most half the padded length), and the length they
-    are cut to: their longest, up to the block multiple; 0 when all or none are short (one group).
-    The estimate (``training/estimate.py``) prices a batch by the same rule."""
-    short = [n <= padded_length // 2 for n in lengths]
-    if not any(short) or all(short):
-        return short, 0
-    return short, math.ceil(max(n for n, s in zip(lengths, short, strict=True) if s) / multiple) * multiple
 
 
 class DocumentLayer(nn.Module):

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from ..inputs.collate import split_short_windows
 from ..io_utils import write_json_atomic
-from ..models.network import split_short_windows
 
 #: timed repetitions per shape, after one untimed warm-up
 REPEATS = 2
