@@ -34,10 +34,12 @@ class AttentionBackend:
         """Install the backend's modules into ``encoder`` (default: nothing to install)."""
 
     def encode(
-        self, encoder: BigBirdModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self, encoder: BigBirdModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Run the encoder and return the last hidden state ``(batch, seq, hidden)``."""
-        return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        """Run the encoder and return the last hidden state ``(batch, seq, hidden)``; ``token_type_ids``:
+        question answering's segments (question 0, context 1), else all 0."""
+        return encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
 
     def min_sparse_length(self) -> int:
         """Sequences up to this length are too short for the block-sparse pattern (HF's rule)."""

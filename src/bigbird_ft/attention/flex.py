@@ -144,7 +144,8 @@ class FlexAttention(PatchedBackend):
         )
 
     def encode(
-        self, encoder: BigBirdModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self, encoder: BigBirdModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if encoder.training and torch.is_grad_enabled() and input_ids.device.type == "cpu":
             # also for short batches (dense SDPA path): failing at the first long batch, deep
@@ -153,4 +154,4 @@ class FlexAttention(PatchedBackend):
                 "attention=flex cannot train on CPU (FlexAttention has no CPU backward pass); "
                 "set attention=block_sparse, or trainer=gpu"
             )
-        return super().encode(encoder, input_ids, attention_mask)
+        return super().encode(encoder, input_ids, attention_mask, token_type_ids)

@@ -21,14 +21,17 @@ class HFBlockSparseAttention(AttentionBackend):
     sparse = True
 
     def encode(
-        self, encoder: BigBirdModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self, encoder: BigBirdModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if input_ids.shape[1] > self.min_sparse_length():
             if encoder.attention_type != "block_sparse":
                 encoder.set_attention_type("block_sparse")
-            return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return encoder(input_ids=input_ids, attention_mask=attention_mask,
+                           token_type_ids=token_type_ids).last_hidden_state
         encoder.set_attention_type("original_full")
         try:
-            return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return encoder(input_ids=input_ids, attention_mask=attention_mask,
+                           token_type_ids=token_type_ids).last_hidden_state
         finally:
             encoder.set_attention_type("block_sparse")

@@ -154,7 +154,8 @@ class PatchedBackend(AttentionBackend):
         )
 
     def encode(
-        self, encoder: BigBirdModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self, encoder: BigBirdModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if not isinstance(encoder.encoder.layer[0].attention.self, self.module_class):
             raise RuntimeError(
@@ -165,5 +166,5 @@ class PatchedBackend(AttentionBackend):
         # inputs_embeds instead of input_ids: same embeddings, and HF does not warn that the
         # padded input_ids come without an attention_mask (the mask travels in ctx)
         embeds = encoder.get_input_embeddings()(input_ids)
-        out = encoder(inputs_embeds=embeds, attention_mask=None, **{CONTEXT_KWARG: ctx})
+        out = encoder(inputs_embeds=embeds, attention_mask=None, token_type_ids=token_type_ids, **{CONTEXT_KWARG: ctx})
         return out.last_hidden_state

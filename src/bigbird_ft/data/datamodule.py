@@ -129,6 +129,11 @@ class DocumentDataModule(L.LightningDataModule):
         tags_column: str = "ner_tags",
         chunk_stride: int = 128,
         drop_test_duplicates: bool = False,
+        question_column: str = "question",
+        context_column: str = "context",
+        answers_column: str = "answers",
+        max_answer_length: int = 30,
+        null_answers: bool = False,
     ) -> None:
         super().__init__()
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size or batch_size),
@@ -156,6 +161,10 @@ class DocumentDataModule(L.LightningDataModule):
         self.tokens_column = tokens_column
         self.tags_column = tags_column
         self.chunk_stride = int(chunk_stride)
+        # question answering: SQuAD's three columns, the longest answer (tokens), unanswerable questions
+        self.question_column, self.context_column, self.answers_column = question_column, context_column, answers_column
+        self.max_answer_length = int(max_answer_length)
+        self.null_answers = bool(null_answers)
         #: test documents whose text or id also occurs in train / validation: dropped from those (true) or warned of
         self.drop_test_duplicates = bool(drop_test_duplicates)
         #: after prepare_raw: how many test documents still occur in train or validation
@@ -183,6 +192,9 @@ class DocumentDataModule(L.LightningDataModule):
         raw = self.load_splits()
         if "train" not in raw:
             raise UserError(f"{self.describe_source()} has no train split; set data.train_file")
+        if self.task is None and self.is_squad(raw["train"].column_names):
+            self.task = task_for("question_answering")
+            rank_zero_info("model.problem_type inferred from the columns (question, context, answers): question_answering")
         # a document task may still be inferred below; it reads the same columns as any document task
         columns = self.task.input_columns(self) if self.task is not None else document_columns(self)
         for split, ds in raw.items():
@@ -229,6 +241,11 @@ class DocumentDataModule(L.LightningDataModule):
         if "validation" not in raw:
             raw["train"], raw["validation"] = self._validation_split(raw["train"], task)
         self.raw = raw
+
+    def is_squad(self, columns: Sequence[str]) -> bool:
+        """SQuAD's columns and no label column: question answering, whatever else could be inferred."""
+        return self.label_column not in columns and all(
+            c in columns for c in (self.question_column, self.context_column, self.answers_column))
 
     def _split_hygiene(self, raw: datasets.DatasetDict) -> datasets.DatasetDict:
         """Test documents whose text (whitespace collapsed) or ``id`` also occurs in train or validation make
@@ -339,7 +356,8 @@ class DocumentDataModule(L.LightningDataModule):
             max_length=self.max_length, pad_to_multiple_of=multiple, stride=self.chunk_stride,
             text_columns=tuple(self.text_columns), text_separator=self.text_separator,
             tokens_column=self.tokens_column, tags_column=self.tags_column, eval_batch_size=self.eval_batch_size,
-            reader=reader,
+            reader=reader, question_column=self.question_column, context_column=self.context_column,
+            max_answer_length=self.max_answer_length, null_answers=self.null_answers,
         )
         padded_max = math.ceil(inputs.input_length / multiple) * multiple
         if padded_max > max_positions:

@@ -20,6 +20,7 @@ from ..io_utils import atomic_dir
 from .datamodule import DocumentDataModule, decode_class_labels, stratified_split
 from .synthetic import SyntheticSpec, generate
 from .synthetic_ner import NerSpec, generate_ner
+from .synthetic_qa import QaSpec, generate_qa
 from .validation import check_file
 
 FILE_LOADERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -68,6 +69,12 @@ class SyntheticNerDataModule(GeneratedDataModule):
     """A generated long-range tagging task (synthetic_ner.py)."""
 
     spec_class, generator, option, prefix = NerSpec, staticmethod(generate_ner), "synthetic_ner", "ner"
+
+
+class SyntheticQaDataModule(GeneratedDataModule):
+    """A generated long-range question answering task (synthetic_qa.py)."""
+
+    spec_class, generator, option, prefix = QaSpec, staticmethod(generate_qa), "synthetic_qa", "qa"
 
 
 class FilesDataModule(DocumentDataModule):

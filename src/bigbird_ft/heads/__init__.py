@@ -6,6 +6,7 @@ from . import (
     max,  # noqa: F401  (registration side effects)
     mean,  # noqa: F401  (registration side effects)
     pooler,  # noqa: F401  (registration side effects)
+    span,  # noqa: F401  (registration side effects)
     token,  # noqa: F401  (registration side effects)
 )
 from .base import ClassifierMLP, Head

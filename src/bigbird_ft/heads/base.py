@@ -52,6 +52,10 @@ class Head(nn.Module):
     uses_pooler: ClassVar[bool] = False
     #: logits per token (token classification) instead of per document
     per_token: ClassVar[bool] = False
+    #: the input is a pair, ``[CLS] question [SEP] context [SEP]`` (head=span; network.py)
+    pair_input: ClassVar[bool] = False
+    #: built from the encoder's config (``encoder_config=``) rather than the MLP keys
+    uses_encoder_config: ClassVar[bool] = False
 
     def __init__(self, hidden_size: int, num_labels: int, **mlp: Any) -> None:
         """``mlp``: ``ClassifierMLP``'s options (``conf/head/_base.yaml``)."""

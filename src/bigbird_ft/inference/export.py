@@ -26,7 +26,8 @@ from ..tasks import default_task
 
 #: a stock architecture in ``hf_model/config.json`` -> the head (and MLP depth) with its layout
 STOCK_HEADS = {"BigBirdForSequenceClassification": {"name": "cls", "mlp_layers": 1},
-               "BigBirdForTokenClassification": {"name": "token", "mlp_layers": 0}}
+               "BigBirdForTokenClassification": {"name": "token", "mlp_layers": 0},
+               "BigBirdForQuestionAnswering": {"name": "span"}}
 
 
 def export_config(module: BigBirdClassifier) -> BigBirdConfig:
@@ -68,7 +69,8 @@ def folded_head_state(module: BigBirdClassifier) -> dict[str, torch.Tensor]:
     state = dict(module.head.state_dict())
     temperature = module.model.temperature.detach()
     for name in ("mlp.out_proj.weight", "mlp.out_proj.bias"):
-        state[name] = state[name] / temperature
+        if name in state:  # head=span has no temperature (question answering is not calibrated)
+            state[name] = state[name] / temperature
     return state
 
 
@@ -150,8 +152,9 @@ def export_hf_model(module: BigBirdClassifier, out_dir: str | Path, onnx_length:
                 json.dumps({"head": dict(module.hparams.head), "num_labels": module.num_labels}, indent=2))
         if module.model.document_layer is not None:
             torch.save(module.model.document_layer.state_dict(), tmp / "document_layer.pt")
-        if module.inputs.reader.name != "sparse":
-            # how the run read documents: load_exported rebuilds the same reader from it
+        if module.inputs.reader.name != "sparse" or module.task.pair_input:
+            # how the run read documents (question answering: its columns and answer length): load_exported
+            # rebuilds the same reading from it
             (tmp / "bigbird_ft_inputs.json").write_text(json.dumps(module.inputs.to_hparams(), indent=2))
         if module.tokenizer is not None:
             module.tokenizer.save_pretrained(tmp)
@@ -189,14 +192,15 @@ def load_exported(path: str | Path) -> BigBirdClassifier:
         head=head,
         id2label={int(k): v for k, v in config.id2label.items()},
         encoder_config=encoder_config,
-        problem_type=config.problem_type or default_task(head_class(head["name"]).per_token),
+        problem_type=config.problem_type or default_task(head_class(head["name"]).per_token,
+                                                         head_class(head["name"]).pair_input),
         data=data,
     )
     state = load_file(str(path / "model.safetensors"))
     if stock:
         encoder_state = {k[len("bert."):]: v for k, v in state.items() if k.startswith("bert.")}
         ours = {theirs: name for name, theirs in module.head.stock_layout()[1].items()}
-        head_state = {ours[k]: v for k, v in state.items() if k.startswith("classifier.")}
+        head_state = {ours[k]: v for k, v in state.items() if k in ours}
     else:
         encoder_state = state
         head_state = torch.load(path / "head.pt", map_location="cpu", weights_only=True)

@@ -109,8 +109,12 @@ class Predictor:
     """
 
     def __init__(self, module: BigBirdClassifier, inputs: InputSpec, long_docs: str = "truncate",
-                 aggregation: str = "mean", trainer: dict[str, Any] | None = None, in_process: bool = False) -> None:
+                 aggregation: str = "mean", trainer: dict[str, Any] | None = None, in_process: bool = False,
+                 top_k: int = 1) -> None:
         self.module, self.inputs, self.long_docs, self.aggregation = module.eval(), inputs, long_docs, aggregation
+        if int(top_k) < 1:
+            raise UserError(f"top_k={top_k} must be at least 1; fix top_k")
+        self.top_k = int(top_k)
         # in_process: batches run through predict_step here, on the module's device (the server, which
         # predicts a few documents per call: a Trainer per call would cost more than the batch)
         self.in_process = in_process
@@ -136,10 +140,13 @@ class Predictor:
         elif OmegaConf.is_config(columns):
             columns = OmegaConf.to_container(columns)
         inputs = module.inputs.replace(max_length=cfg.get("max_length"), stride=cfg.get("chunk_stride"),
-                                       text_columns=columns, eval_batch_size=cfg.get("batch_size"))
+                                       text_columns=columns, eval_batch_size=cfg.get("batch_size"),
+                                       question_column=cfg.get("question_column"),
+                                       context_column=cfg.get("context_column"),
+                                       max_answer_length=cfg.get("max_answer_length"))
         trainer = {"accelerator": cfg.accelerator, "devices": cfg.devices,
                    "strategy": predict_strategy(cfg.get("strategy") or "auto"), "precision": cfg.precision}
-        return cls(module, inputs, cfg.long_docs, cfg.chunk_aggregation, trainer)
+        return cls(module, inputs, cfg.long_docs, cfg.chunk_aggregation, trainer, top_k=cfg.get("top_k", 1))
 
     def predict(self, frame: pd.DataFrame, source: str) -> tuple[Documents, dict[str, Any]] | None:
         """The table's documents and their columns; None on DDP ranks other than 0."""
@@ -157,7 +164,7 @@ class Predictor:
         if outputs is None:
             return None
         return documents, task.document_predictions(outputs, documents, self.aggregation, module.id2label,
-                                                    module.threshold)
+                                                    module.threshold, inputs=self.inputs, top_k=self.top_k)
 
     def run(self, features: list[dict[str, Any]]) -> list[dict[str, torch.Tensor]] | None:
         """Each feature's outputs (``Task.predict_outputs``), in feature order; None on ranks > 0."""

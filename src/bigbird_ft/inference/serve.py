@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 PREDICT_PATH = "/predict"
 MAX_EVIDENCE = 32
-REQUEST_KEYS = ("text", "texts", "id", "ids", "evidence")
+REQUEST_KEYS = ("text", "texts", "id", "ids", "evidence", "question", "questions")
 
 
 class BadRequest(Exception):
@@ -52,6 +52,7 @@ class PredictRequest:
     ids: list[Any] | None = None
     evidence: int = 0
     single: bool = True  # {"text": ...} is answered with one object, {"texts": [...]} with a list
+    questions: list[str] | None = None  # question answering: asked of the texts (the contexts)
 
 
 def read_body(body: bytes, max_bytes: int) -> Any:
@@ -99,10 +100,21 @@ def check_request(payload: Any, default_evidence: int = 0) -> PredictRequest:
             raise BadRequest(422, f"{name} is {type(text).__name__ if text is not None else 'null'}, not a string")
         if not text.strip():
             raise BadRequest(422, f"{name} is empty: send the document's text")
+    questions = None
+    if single and "questions" in payload or not single and "question" in payload:
+        raise BadRequest(422, '"question" goes with "text", "questions" (one per text) with "texts"')
+    if "question" in payload or "questions" in payload:
+        questions = [payload["question"]] if single else payload["questions"]
+        if not isinstance(questions, list) or len(questions) != len(texts):
+            raise BadRequest(422, f'"questions" must be a list of {len(texts)} strings, one per text')
+        for i, question in enumerate(questions):
+            name = '"question"' if single else f'"questions"[{i}]'
+            if not isinstance(question, str) or not question.strip():
+                raise BadRequest(422, f"{name} must be a non-empty string")
     evidence = payload.get("evidence", default_evidence)
     if isinstance(evidence, bool) or not isinstance(evidence, int) or not 0 <= evidence <= MAX_EVIDENCE:
         raise BadRequest(422, f'"evidence" is {json.dumps(evidence)}: a whole number of spans from 0 to {MAX_EVIDENCE}')
-    return PredictRequest(list(texts), ids, evidence, single)
+    return PredictRequest(list(texts), ids, evidence, single, questions)
 
 
 # ------------------------------------------------------------------------------------------ HTTP side
@@ -224,7 +236,8 @@ def build_predictor(module: Any, settings: ServeSettings) -> Any:
     from .predict import Predictor
 
     inputs = module.inputs.replace(max_length=settings.max_length, stride=settings.chunk_stride,
-                                   text_columns="text", eval_batch_size=settings.batch_size)
+                                   text_columns="text", eval_batch_size=settings.batch_size,
+                                   question_column="question", context_column="text")
     return Predictor(module, inputs, settings.long_docs, settings.chunk_aggregation, in_process=True)
 
 
@@ -235,7 +248,8 @@ def evidence_refusal(module: Any, method: str, accelerator: str) -> str | None:
     from .evidence import resolve_method
 
     if module.task.per_token:
-        return "evidence explains document labels; this model tags words: drop \"evidence\""
+        what = "answers questions" if module.task.pair_input else "tags words"
+        return f"evidence explains document labels; this model {what}: drop \"evidence\""
     method = resolve_method(module, method)
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     if method == "gradient" and on_cpu and not module.backend.supports_cpu_training:
@@ -307,7 +321,14 @@ class ClassifierAPI(litserve.LitAPI):
 
         texts = [text for request in requests for text in request.texts]
         owner = [r for r, request in enumerate(requests) for _ in request.texts]
-        result = self.predictor.predict(pd.DataFrame({"text": texts}), "the request")
+        asks = self.module.task.pair_input
+        if any((request.questions is not None) != asks for request in requests):
+            raise UserError('this model answers questions: send "question" with "text" ("questions" with "texts")'
+                            if asks else '"question" is for question answering models; this one does not answer questions')
+        frame = {"text": texts}
+        if asks:
+            frame["question"] = [q for request in requests for q in request.questions or []]
+        result = self.predictor.predict(pd.DataFrame(frame), "the request")
         if result is None:
             raise RuntimeError("the predictor returned nothing")
         records = document_records(result[1])

@@ -22,6 +22,8 @@ class BlockPaddingCollator:
     """
 
     model_keys = ("input_ids", "attention_mask", "labels", "row")
+    #: per-token integer features (token classification, question answering), padded with -1
+    per_token_keys = ("word_ids", "char_starts", "char_ends")
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int,
                  label_stacker: Callable[[Sequence[Any], int], torch.Tensor] | None = None) -> None:
@@ -39,10 +41,11 @@ class BlockPaddingCollator:
         length = batch["input_ids"].shape[1]
         if features and "labels" in features[0]:
             batch["labels"] = self.label_stacker([f["labels"] for f in features], length)
-        if features and "word_ids" in features[0]:
-            # per-token: the word each position tags (-1: none), padded like the ids
-            batch["word_ids"] = torch.tensor([list(f["word_ids"]) + [-1] * (length - len(f["word_ids"]))
-                                              for f in features], dtype=torch.long)
+        for key in self.per_token_keys:
+            if features and key in features[0]:
+                # per-token: the word each position tags, a token's character span (-1: none), padded like the ids
+                batch[key] = torch.tensor([list(f[key]) + [-1] * (length - len(f[key])) for f in features],
+                                          dtype=torch.long)
         return batch
 
     def segmented(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:

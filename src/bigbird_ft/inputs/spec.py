@@ -80,6 +80,10 @@ class InputSpec:
     tags_column: str = "ner_tags"              #: ... and its tags
     eval_batch_size: int = 16
     reader: Reader = Reader()
+    question_column: str = "question"          #: question answering: the question of a row ...
+    context_column: str = "context"            #: ... the context it is asked of
+    max_answer_length: int = 30                #: ... the longest answer, in tokens
+    null_answers: bool = False                 #: ... whether "no answer" ([CLS]) may be predicted
 
     # ------------------------------------------------------------ checkpoint
     def to_hparams(self) -> dict[str, Any]:
@@ -88,7 +92,9 @@ class InputSpec:
                 "chunk_stride": self.stride, "text_column": list(self.text_columns),
                 "text_separator": self.text_separator, "tokens_column": self.tokens_column,
                 "tags_column": self.tags_column, "eval_batch_size": self.eval_batch_size,
-                "reader": self.reader.to_dict()}
+                "reader": self.reader.to_dict(), "question_column": self.question_column,
+                "context_column": self.context_column, "max_answer_length": self.max_answer_length,
+                "null_answers": self.null_answers}
 
     @classmethod
     def from_hparams(cls, data: Mapping[str, Any] | None, block_size: int) -> InputSpec:
@@ -107,6 +113,10 @@ class InputSpec:
             tags_column=str(data.get("tags_column", defaults.tags_column)),
             eval_batch_size=int(data.get("eval_batch_size", defaults.eval_batch_size)),
             reader=Reader.from_config(data.get("reader")),  # before readers: sparse
+            question_column=str(data.get("question_column", defaults.question_column)),
+            context_column=str(data.get("context_column", defaults.context_column)),
+            max_answer_length=int(data.get("max_answer_length", defaults.max_answer_length)),
+            null_answers=bool(data.get("null_answers", defaults.null_answers)),
         )
 
     def replace(self, **changes: Any) -> InputSpec:
@@ -129,6 +139,9 @@ class InputSpec:
         if self.reader.segmented and not 0 <= self.reader.stride < self.body:
             raise UserError(f"reader.stride={self.reader.stride} must be in [0, {self.body}) for a window of "
                             f"{self.input_length} tokens; fix reader.stride")
+        if self.max_answer_length < 1:
+            raise UserError(f"{prefix}max_answer_length={self.max_answer_length} must be at least 1; fix "
+                            f"{prefix}max_answer_length")
         if self.reader.name == "head_tail" and self.reader.head_tokens + self.reader.tail_tokens < 1:
             raise UserError("reader.head_tokens + reader.tail_tokens is 0: nothing would be read; raise either")
 

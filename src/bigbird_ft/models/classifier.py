@@ -64,7 +64,7 @@ class BigBirdClassifier(L.LightningModule):
         self.register_buffer("loss_weights", self.task.loss_weights(model, self.id2label), persistent=False)
         self.tokenizer: PreTrainedTokenizerBase | None = None
 
-        metrics = self.task.metrics(self.num_labels, self.threshold, self.id2label)
+        metrics = self.task.metrics(self.num_labels, self.threshold, self.id2label, inputs=self.inputs)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -109,8 +109,7 @@ class BigBirdClassifier(L.LightningModule):
         return self.task.outputs(logits)
 
     def _step(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self(batch["input_ids"], batch["attention_mask"])
-        return self.loss(logits, batch["labels"]), logits
+        return self.loss(logits := self(batch["input_ids"], batch["attention_mask"]), batch["labels"]), logits
 
     # ---------------------------------------------------------------- steps
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -145,6 +144,7 @@ class BigBirdClassifier(L.LightningModule):
     def _eval_epoch_end(self, stage: str) -> dict[str, torch.Tensor]:
         """Log the computed (rank-synced) metrics and the loss; draw the confusion matrix on rank 0."""
         collection = getattr(self, f"{stage}_metrics")
+        self.task.bind_references(collection, self._trainer and self.trainer.datamodule, stage)
         values = self.task.spread(dict(collection.compute()), stage, self.id2label)
         collection.reset()
         loss = getattr(self, f"{stage}_loss")

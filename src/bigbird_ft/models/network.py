@@ -68,8 +68,20 @@ class LongDocumentClassifier(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if input_ids.dim() == 3:
             return self.forward_documents(input_ids, attention_mask) / self.temperature
+        if getattr(self.head, "pair_input", False):
+            return self.forward_pairs(input_ids, attention_mask)
         hidden = self.backend.encode(self.encoder, input_ids, attention_mask)
         return self.head(hidden, attention_mask, getattr(self.encoder, "pooler", None)) / self.temperature
+
+    def forward_pairs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[CLS] question [SEP] context [SEP]`` -> start and end logits, as ``BigBirdForQuestionAnswering``
+        computes them (so an export is that stock model): segment 0 up to the first [SEP], 1 after, and
+        the question's logits pushed down by 1e6 so no answer starts or ends there ([CLS] stays: the null
+        answer)."""
+        question = question_mask(input_ids, int(self.encoder.config.sep_token_id))
+        hidden = self.backend.encode(self.encoder, input_ids, attention_mask, (1 - question).to(input_ids.dtype))
+        question[:, 0] = 0
+        return self.head(hidden, attention_mask) - question.unsqueeze(-1) * 1e6
 
     @contextmanager
     def one_encoder_call(self) -> Iterator[None]:
@@ -120,6 +132,12 @@ class LongDocumentClassifier(nn.Module):
         return self.head(self.document_layer(segments, present), present.long(), None)
 
 
+def question_mask(input_ids: torch.Tensor, sep_token_id: int) -> torch.Tensor:
+    """1 from [CLS] up to the first [SEP] (included), 0 after: the question of a pair (HF's rule)."""
+    lengths = input_ids.eq(sep_token_id).int().argmax(-1, keepdim=True) + 1
+    return (torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0) < lengths).long()
+
+
 def build_model(
     model: Mapping[str, Any],
     attention: Mapping[str, Any],
@@ -153,8 +171,9 @@ def build_model(
                                        float(encoder.config.hidden_dropout_prob))
     elif reader is not None:
         aggregation = reader.reader.aggregation
+    extra = {"encoder_config": encoder.config} if head_class(head["name"]).uses_encoder_config else {}
     network = LongDocumentClassifier(
-        encoder, backend, build_head(**head, hidden_size=encoder.config.hidden_size, num_labels=num_labels),
+        encoder, backend, build_head(**head, hidden_size=encoder.config.hidden_size, num_labels=num_labels, **extra),
         document_layer, aggregation)
     if model.get("compile"):
         # in place (nn.Module.compile): parameter names, checkpoints and export stay those of the eager model

@@ -2,6 +2,7 @@
 
 from . import (
     multi_label,  # noqa: F401  (registration)
+    question_answering,  # noqa: F401  (registration)
     regression,  # noqa: F401  (registration)
     single_label,  # noqa: F401  (registration)
     token_classification,  # noqa: F401  (registration)

@@ -54,6 +54,8 @@ class Task:
     calibrated: ClassVar[bool] = False
     #: one output per token (a per-token head) instead of one per document
     per_token: ClassVar[bool] = False
+    #: the input is a (question, context) pair, read by a pair head (head=span)
+    pair_input: ClassVar[bool] = False
 
     def hf_problem_type(self) -> str | None:
         """``config.problem_type`` of an exported model (transformers knows the document tasks only)."""
@@ -130,6 +132,9 @@ class Task:
 
     def check_head(self, head: Any) -> None:
         """A document head for a document task, a per-token head for a per-token one."""
+        if bool(getattr(head, "pair_input", False)) != self.pair_input:
+            raise UserError(f"head={head.name} reads a question and a context, not model.problem_type={self.name}: "
+                            "set head=")
         if bool(getattr(head, "per_token", False)) != self.per_token:
             wanted = "a per-token head (head=token)" if self.per_token else "a head that pools the document"
             raise UserError(f"head={head.name} does not fit model.problem_type={self.name}, which needs {wanted}; "
@@ -250,11 +255,16 @@ class Task:
     def metric_targets(self, labels: torch.Tensor) -> torch.Tensor:
         return labels
 
-    def metrics(self, num_labels: int, threshold: float, id2label: Mapping[int, str] | None = None) -> MetricCollection:
+    def metrics(self, num_labels: int, threshold: float, id2label: Mapping[int, str] | None = None,
+                inputs: Any = None) -> MetricCollection:
         raise NotImplementedError
 
     def update_metrics(self, collection: MetricCollection, outputs: torch.Tensor, batch: Mapping[str, Any]) -> None:
         collection.update(outputs, self.metric_targets(batch["labels"]))
+
+    def bind_references(self, collection: MetricCollection, datamodule: Any, split: str) -> None:
+        """Before the metrics of ``split`` (val, test) are computed: what they need besides the batches
+        (question answering: the gold texts)."""
 
     def predict_outputs(self, logits: torch.Tensor, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """What predict gathers per batch: here one row of logits per model input."""
@@ -300,7 +310,8 @@ class Task:
         return inputs.encode(tokenizer, documents.texts, long_docs)
 
     def document_predictions(self, features: Sequence[Mapping[str, torch.Tensor]], documents: Documents,
-                             aggregation: str, id2label: Mapping[int, str], threshold: float) -> dict[str, Any]:
+                             aggregation: str, id2label: Mapping[int, str], threshold: float, inputs: Any = None,
+                             top_k: int = 1) -> dict[str, Any]:
         """Per-input outputs (``predict_outputs``, one per feature) -> the predict columns after ``id`` (the project's public contract):
         a document's window logits aggregated (``mean`` or ``max``), then the task's columns."""
         rows = torch.tensor([int(f["row"]) for f in features], dtype=torch.long)
@@ -327,6 +338,7 @@ class Documents:
     words: list[list[str]] | None = None
     spans: list[list[tuple[int, int]]] | None = None
     from_tokens: bool = False
+    questions: list[str] | None = None  #: question answering: each text is a context, asked this
 
 
 def aggregate(rows: torch.Tensor, logits: torch.Tensor, n_docs: int, how: str) -> torch.Tensor:

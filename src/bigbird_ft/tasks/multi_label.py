@@ -82,7 +82,8 @@ class MultiLabel(Task):
     def metric_targets(self, labels: torch.Tensor) -> torch.Tensor:
         return labels.long()
 
-    def metrics(self, num_labels: int, threshold: float, id2label: Mapping[int, str] | None = None) -> MetricCollection:
+    def metrics(self, num_labels: int, threshold: float, id2label: Mapping[int, str] | None = None,
+                inputs: Any = None) -> MetricCollection:
         return MetricCollection(
             {
                 "subset_acc": MultilabelExactMatch(num_labels, threshold=threshold),

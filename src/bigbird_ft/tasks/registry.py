@@ -20,9 +20,11 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def default_task(per_token: bool) -> str:
+def default_task(per_token: bool, pair_input: bool = False) -> str:
     """The task of a model whose config names none (an exported ``hf_model/``): its head decides."""
-    return next(name for name, task in _TASKS.items() if task.per_token) if per_token else DEFAULT_TASK
+    if not per_token:
+        return DEFAULT_TASK
+    return next(name for name, task in _TASKS.items() if task.per_token and task.pair_input == pair_input)
 
 
 def available_tasks() -> list[str]:

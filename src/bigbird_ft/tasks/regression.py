@@ -63,7 +63,8 @@ class Regression(Task):
         # the predicted value: evidence = what pushed it up
         return logits.float().squeeze(-1)
 
-    def metrics(self, num_labels: int, threshold: float, id2label: Mapping[int, str] | None = None) -> MetricCollection:
+    def metrics(self, num_labels: int, threshold: float, id2label: Mapping[int, str] | None = None,
+                inputs: Any = None) -> MetricCollection:
         return MetricCollection(
             {"mse": MeanSquaredError(), "mae": MeanAbsoluteError(),
              "pearson": PearsonCorrCoef(), "spearman": SpearmanCorrCoef()}

@@ -56,7 +56,8 @@ class SingleLabel(Task):
     def outputs(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.float().softmax(-1)
 
-    def metrics(self, num_labels: int, threshold: float, id2label: Mapping[int, str] | None = None) -> MetricCollection:
+    def metrics(self, num_labels: int, threshold: float, id2label: Mapping[int, str] | None = None,
+                inputs: Any = None) -> MetricCollection:
         metrics: dict[str, Metric] = {
             "acc": MulticlassAccuracy(num_labels, average="micro"),
             "f1": MulticlassF1Score(num_labels, average="macro"),

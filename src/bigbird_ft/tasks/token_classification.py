@@ -285,7 +285,8 @@ class TokenClassification(Task):
     def evidence_target(self, logits: torch.Tensor) -> torch.Tensor:
         raise UserError("evidence explains document labels; this model tags words: drop evidence")
 
-    def metrics(self, num_labels: int, threshold: float, id2label: Mapping[int, str] | None = None) -> MetricCollection:
+    def metrics(self, num_labels: int, threshold: float, id2label: Mapping[int, str] | None = None,
+                inputs: Any = None) -> MetricCollection:
         return MetricCollection({"entities": EntityMetrics(id2label or {i: str(i) for i in range(num_labels)})})
 
     def update_metrics(self, collection: MetricCollection, outputs: torch.Tensor, batch: Mapping[str, Any]) -> None:
@@ -343,7 +344,8 @@ class TokenClassification(Task):
                                              tokenizer.sep_token_id)]
 
     def document_predictions(self, features: Sequence[Mapping[str, torch.Tensor]], documents: Documents,
-                             aggregation: str, id2label: Mapping[int, str], threshold: float) -> dict[str, Any]:
+                             aggregation: str, id2label: Mapping[int, str], threshold: float, inputs: Any = None,
+                             top_k: int = 1) -> dict[str, Any]:
         """``tags`` (one per word) and ``entities`` (character spans of the text); ``text`` when the
         input held token lists."""
         words: dict[tuple[int, int], torch.Tensor] = {}

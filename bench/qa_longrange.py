@@ -1,0 +1,112 @@
+"""Long-range question answering: the answer sits past word 1,800 and only the context's opening says
+which of four candidates is asked for; 4,096 tokens vs 512-token windows.
+
+    PYTHONPATH=src python bench/qa_longrange.py [--lengths 4096 512] [--merge] [--out FILE] [-- TRAIN_OVERRIDES...]
+
+For each length, trains ``experiment=qa_longrange`` at ``data.max_length=<length>`` (longer contexts are
+cut into windows sharing ``data.chunk_stride`` tokens, every token scored), answers the generated test
+split with ``predict.py`` and scores the answers with SQuAD's exact match and token F1 (fractions). At
+512 tokens a window that holds the answer never holds the opening that picks it. Also reports where the
+answers sit, in tokens of the run's tokenizer. Writes bench/results/qa_longrange.json (``--merge``: keeps
+the lengths already there, so each length may run in its own invocation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+GOAL = {"4096": {"exact_match": ">= 0.9"}, "512": {"exact_match": "<= 0.35"}}
+
+
+def run(script: str, args: list[str]) -> None:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT / "src")}
+    result = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{script} failed:\n{result.stderr[-3000:]}")
+
+
+def test_split_of(run_dir: Path) -> Path:
+    from bigbird_ft.data.sources import SyntheticQaDataModule
+
+    os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    data = SyntheticQaDataModule(generated_dir=cfg.data.generated_dir, spec=OmegaConf.to_container(cfg.data.spec))
+    return data.generated_dir / f"qa-{data.spec.key()}" / "test.jsonl"
+
+
+def squad_scores(rows: list[dict], answers: list[str]) -> dict[str, float]:
+    from torchmetrics.functional.text import squad
+
+    preds = [{"prediction_text": a, "id": str(i)} for i, a in enumerate(answers)]
+    target = [{"answers": r["answers"], "id": str(i)} for i, r in enumerate(rows)]
+    values = squad(preds, target)
+    return {"exact_match": round(float(values["exact_match"]) / 100, 4), "f1": round(float(values["f1"]) / 100, 4)}
+
+
+def answer_token_positions(run_dir: Path, rows: list[dict]) -> dict[str, float]:
+    """Where each answer starts, in tokens of the run's tokenizer (question and specials included)."""
+    from bigbird_ft.models.factory import load_classifier
+
+    tokenizer = load_classifier(next((run_dir / "checkpoints").glob("*.ckpt"))).tokenizer
+    positions = []
+    for row in rows:
+        before = row["context"][:row["answers"]["answer_start"][0]]
+        positions.append(len(tokenizer(row["question"], before)["input_ids"]) - 1)
+    return {"answer_token_median": statistics.median(positions),
+            "answers_past_token_1800": round(sum(p > 1800 for p in positions) / len(positions), 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", nargs="+", type=int, default=[4096, 512])
+    parser.add_argument("--stride", type=int, default=128, help="chunk_stride of training windows and predict")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "logs" / "bench" / "qa_longrange")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "qa_longrange.json")
+    parser.add_argument("--merge", action="store_true", help="keep the lengths already in --out")
+    parser.add_argument("overrides", nargs="*", help="extra train.py overrides (after --)")
+    args = parser.parse_args()
+    command = " ".join(["PYTHONPATH=src python bench/qa_longrange.py", *sys.argv[1:]])
+    report = json.loads(args.out.read_text()) if args.merge and args.out.exists() else {"results": {}}
+    for length in args.lengths:
+        load_before = os.getloadavg()
+        run_dir = args.workdir / f"run-{length}"
+        started = time.perf_counter()
+        run("train.py", ["experiment=qa_longrange", f"data.max_length={length}", f"data.chunk_stride={args.stride}",
+                         "callbacks.rich_progress_bar=null", f"hydra.run.dir={run_dir}", *args.overrides])
+        train_s = time.perf_counter() - started
+        test_file = test_split_of(run_dir)
+        rows = [json.loads(line) for line in test_file.read_text().splitlines()]
+        output = args.workdir / f"answers-{length}.jsonl"
+        run("predict.py", [f"run_dir={run_dir}", f"input={test_file}", f"output={output}",
+                           f"chunk_stride={args.stride}", f"hydra.run.dir={args.workdir / f'predict-{length}'}"])
+        predicted = [json.loads(line) for line in output.read_text().splitlines()]
+        assert all(r["context"][p["start"]:p["end"]] == p["answer"] for r, p in zip(rows, predicted, strict=True))
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        report["results"][str(length)] = {
+            **squad_scores(rows, [p["answer"] for p in predicted]),
+            "test/exact_match": metrics.get("test/exact_match"), "test/f1": metrics.get("test/f1"),
+            "val/f1": metrics.get("val/f1"), **answer_token_positions(run_dir, rows),
+            "train_wall_s": round(train_s, 1), "test_questions": len(rows), "command": command,
+            "load_average": {"before": load_before, "after": os.getloadavg()},
+        }
+        print(length, json.dumps(report["results"][str(length)]), flush=True)
+    report.update({"command": command, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "goal": GOAL})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""A generated long-range question answering task: the question names a role, the document's opening
+says who holds it, and the answer sits thousands of tokens later.
+
+Each context opens with ``names_per_document`` definitions, ``Varn is the pilot .`` (names and roles
+drawn per document, so a name says nothing about its role), then ~2,400-3,400 pseudo-words in which,
+past word ``answer_after``, every defined name holds one object: ``Varn holds kelo .``. The question
+asks ``what does the pilot hold ?``; the answer is that name's object. A 512-token window that holds
+the answer sentences does not hold the opening, so it can only guess among the names' objects
+(1 in ``names_per_document``); the whole context answers it. The question and the opening fit in the
+first attention block (``experiment=qa_longrange``: block size 64), which every token attends to.
+
+Rows: ``{"id", "question", "context", "answers": {"text": [object], "answer_start": [character]},
+"answer_word"}`` (the answer's word index, which bench/qa_longrange.py reports).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .synthetic import _pseudo_words, write_generated
+
+DEFAULT_ROLES = ("pilot", "keeper", "judge", "miner", "baker", "scribe")
+
+
+@dataclass(frozen=True)
+class QaSpec:
+    seed: int = 2718
+    num_train: int = 1600
+    num_validation: int = 100
+    num_test: int = 200
+    roles: tuple[str, ...] = DEFAULT_ROLES
+    names_per_document: int = 4
+    name_pool: int = 400
+    object_pool: int = 400
+    min_words: int = 2400
+    max_words: int = 3400
+    answer_after: int = 1800    # the holding sentences sit past this word (far beyond 512 tokens)
+    noise_vocab_size: int = 3000
+    zipf_exponent: float = 1.1
+    version: int = field(default=1)
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+class QaCorpus:
+    def __init__(self, spec: QaSpec) -> None:
+        if not 1 <= spec.names_per_document <= len(spec.roles):
+            raise ValueError("names_per_document must be between 1 and the number of roles (one name per role)")
+        if spec.answer_after >= spec.min_words:
+            raise ValueError("answer_after must be below min_words")
+        self.spec = spec
+        rng = np.random.default_rng(spec.seed)
+        taken: set[str] = set(spec.roles) | {"is", "the", "holds", "what", "does", "hold"}
+        self.noise = np.array(_pseudo_words(rng, spec.noise_vocab_size, taken))
+        weights = np.arange(1, spec.noise_vocab_size + 1, dtype=np.float64) ** (-spec.zipf_exponent)
+        self.noise_probs = weights / weights.sum()
+        self.names = [w.capitalize() for w in _pseudo_words(rng, spec.name_pool, taken)]
+        self.objects = _pseudo_words(rng, spec.object_pool, taken)
+
+    def example(self, rng: np.random.Generator) -> dict:
+        spec = self.spec
+        k = spec.names_per_document
+        names = [self.names[int(i)] for i in rng.choice(len(self.names), size=k, replace=False)]
+        roles = [spec.roles[int(i)] for i in rng.choice(len(spec.roles), size=k, replace=False)]
+        objects = [self.objects[int(i)] for i in rng.choice(len(self.objects), size=k, replace=False)]
+        asked = int(rng.integers(k))
+        words: list[str] = []
+        for name, role in zip(names, roles, strict=True):
+            words += [name, "is", "the", role, "."]
+        n_words = int(rng.integers(spec.min_words, spec.max_words + 1))
+        body = [str(w) for w in rng.choice(self.noise, size=n_words, p=self.noise_probs)]
+        slots = sorted(rng.choice(np.arange(spec.answer_after, n_words), size=k, replace=False).tolist(), reverse=True)
+        holders = rng.permutation(k).tolist()
+        for slot, holder in zip(slots, holders, strict=True):  # back to front: earlier slots keep their index
+            body[slot:slot] = [names[holder], "holds", objects[holder], "."]
+        words += body
+        # the asked object's word index: the word after "<name> holds"
+        answer_word = next(i + 2 for i in range(len(words) - 2)
+                           if words[i] == names[asked] and words[i + 1] == "holds")
+        start = sum(len(w) + 1 for w in words[:answer_word])
+        context = " ".join(words)
+        assert context[start:start + len(objects[asked])] == objects[asked]
+        return {"question": f"what does the {roles[asked]} hold ?", "context": context,
+                "answers": {"text": [objects[asked]], "answer_start": [start]}, "answer_word": answer_word}
+
+    def split(self, name: str, size: int) -> list[dict]:
+        rng = np.random.default_rng([self.spec.seed, {"train": 1, "validation": 2, "test": 3}[name]])
+        return [{"id": f"{name}-{i:05d}", **self.example(rng)} for i in range(size)]
+
+
+def generate_qa(spec: QaSpec, out_dir: str | Path) -> dict[str, Path]:
+    """The question answering corpus under ``out_dir/qa-<key>``."""
+    return write_generated(out_dir, "qa", spec, lambda name, size: QaCorpus(spec).split(name, size))
