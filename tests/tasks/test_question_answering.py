@@ -174,19 +174,30 @@ def qa_overrides(tmp: Path, **extra: object) -> list[str]:
     return ["experiment=qa_longrange", *(f"{k}={v}" for k, v in values.items())]
 
 
-def test_qa_trains_and_predicts_answers_that_are_spans_of_their_context(tmp_path):
+@pytest.fixture(scope="module")
+def qa_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("qa")
+    result = run_script("train.py", qa_overrides(tmp))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "run"
+
+
+def qa_questions(tmp_path: Path, n: int) -> tuple[list[dict], Path]:
     from bigbird_ft.data.synthetic_qa import QaCorpus, QaSpec
 
-    result = run_script("train.py", qa_overrides(tmp_path))
-    assert result.returncode == 0, result.stderr[-3000:]
-    run = tmp_path / "run"
-    metrics = json.loads((run / "metrics.json").read_text())
-    for key in ("test/exact_match", "test/f1", "val/f1_best", "val/acc"):
-        assert 0.0 <= metrics[key] <= 1.0
-    rows = QaCorpus(QaSpec(min_words=90, max_words=160, answer_after=60)).split("test", 5)
+    rows = QaCorpus(QaSpec(min_words=90, max_words=160, answer_after=60)).split("test", n)
     source = tmp_path / "questions.jsonl"
     source.write_text("".join(json.dumps({"id": r["id"], "question": r["question"], "context": r["context"]}) + "\n"
                               for r in rows))
+    return rows, source
+
+
+def test_qa_trains_and_predicts_answers_that_are_spans_of_their_context(qa_run, tmp_path):
+    run = qa_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("test/exact_match", "test/f1", "val/f1_best", "val/acc"):
+        assert 0.0 <= metrics[key] <= 1.0
+    rows, source = qa_questions(tmp_path, 5)
     out = tmp_path / "answers.jsonl"
     result = run_script("predict.py", [f"run_dir={run}", f"input={source}", f"output={out}", "top_k=2"])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -211,6 +222,21 @@ def test_qa_trains_and_predicts_answers_that_are_spans_of_their_context(tmp_path
         assert got["score"] == pytest.approx(want["score"], abs=1e-5)
     with pytest.raises(UserError, match="this model answers questions"):
         api.answer([PredictRequest([rows[0]["context"]])])
+
+
+@pytest.mark.slow
+def test_ddp_predict_gives_each_question_one_answer_as_one_process_does(qa_run, tmp_path):
+    rows, source = qa_questions(tmp_path, 9)
+    outputs = {}
+    for name, extra in (("one", []), ("ddp", ["devices=2", "strategy=ddp"])):
+        out = tmp_path / f"{name}.jsonl"
+        result = run_script("predict.py", [f"run_dir={qa_run}", f"input={source}", f"output={out}", "accelerator=cpu",
+                                           "batch_size=2", f"hydra.run.dir={tmp_path / name}", *extra])
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[name] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [a["id"] for a in outputs["ddp"]] == [r["id"] for r in rows]
+    for one, ddp in zip(outputs["one"], outputs["ddp"], strict=True):
+        assert (one["answer"], one["start"], one["end"]) == (ddp["answer"], ddp["start"], ddp["end"])
 
 
 def test_a_served_question_goes_with_its_text():
