@@ -241,3 +241,23 @@ def test_convert_cli_exit_code_and_one_line(tiny_bert, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "max_position_embeddings=100" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_converted_bert_answers_questions_with_the_segments_bert_knows(tiny_bert):
+    """A BERT config names no [SEP]: the tokenizer's is used, so the question's end is found, and the
+    context is read as segment B (token type 1), as BERT was pretrained and as the tokenizer encodes it."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    model = {"pretrained": str(tiny_bert), "block_size": 16, "num_random_blocks": 2, "max_position_embeddings": 256,
+             "config": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}
+    module = build_classifier(model=model, attention={"name": "sdpa"}, head={"name": "span"},
+                              id2label={0: "start", 1: "end"}, tokenizer=tokenizer, problem_type="question_answering",
+                              data={"max_length": 256, "pad_to_multiple_of": 16, "chunk_stride": 32}).eval()
+    assert module.encoder.config.sep_token_id == tokenizer.sep_token_id
+    encoded = tokenizer("who holds it ?", "varn holds the key .", return_tensors="pt")
+    seen = {}
+    hook = module.encoder.embeddings.register_forward_hook(lambda mod, args, kwargs, out: seen.update(kwargs),
+                                                           with_kwargs=True)
+    with torch.no_grad():
+        module(encoded["input_ids"], encoded["attention_mask"])
+    hook.remove()
+    assert torch.equal(seen["token_type_ids"], encoded["token_type_ids"])

@@ -265,7 +265,8 @@ def check_evidence(module: BigBirdClassifier, request: Request, predictor: Predi
     if request.evidence is None:
         return None
     if module.task.per_token:
-        raise UserError("evidence explains document labels; this model tags words: drop evidence/evidence_html")
+        what = "answers questions" if module.task.pair_input else "tags words"
+        raise UserError(f"evidence explains document labels; this model {what}: drop evidence/evidence_html")
     method = resolve_method(module, request.evidence_method)
     accelerator = str(predictor.trainer_options["accelerator"])
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())

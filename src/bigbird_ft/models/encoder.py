@@ -44,6 +44,9 @@ def make_encoder_config(
         # dropout as pretrained unless a model.config.*dropout* key is set (null: keep the checkpoint's)
         values.update({k: v for k, v in dict(model_cfg.get("config") or {}).items() if "dropout" in k and v is not None})
         check_tokenizer_fits(tokenizer, int(values["vocab_size"]))
+        if values.get("sep_token_id") is None:
+            # a converted BERT config names no [SEP]: question answering finds the question's end by it
+            values["sep_token_id"] = tokenizer.sep_token_id
     else:
         values = dict(model_cfg.get("config") or {})
         values.update(
