@@ -18,23 +18,15 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from ner_longrange import run  # the long-range benches' one way to run train.py / predict.py
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL = {"4096": {"exact_match": ">= 0.9"}, "512": {"exact_match": "<= 0.35"}}
-
-
-def run(script: str, args: list[str]) -> None:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT / "src")}
-    result = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env,
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"{script} failed:\n{result.stderr[-3000:]}")
 
 
 def test_split_of(run_dir: Path) -> Path:
