@@ -119,20 +119,26 @@ def get(url: str, timeout: float = 10) -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
+def sigint_as_in_a_terminal() -> None:
+    # a suite started in the background (`cmd &`, nohup) ignores SIGINT, and an ignored signal stays ignored
+    # across exec: serve.py would then never see the test's Ctrl-C (its uvicorn workers, which set their own
+    # handlers, stop; the main process waits on forever)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def server(trained_run, tmp_path_factory):
     """serve.py in its own process group on a free loopback port; stopped at the end as Ctrl-C in a terminal
     stops it (SIGINT to the whole foreground group), which must end it and its workers within 90 s.
 
-    Its log is at uvicorn's/LitServe's info level, so a stop that hangs shows how far the shutdown got
-    (two CI pre-runs saw SIGINT to the main process alone time out after 60 s at the end of the suite)."""
+    Its log is at uvicorn's/LitServe's info level, so a stop that hangs shows how far the shutdown got."""
     port, tmp = free_port(), tmp_path_factory.mktemp("serve")
     log = (tmp / "serve.log").open("w")
     proc = subprocess.Popen([PYTHON, str(ROOT / "serve.py"), f"run_dir={trained_run}", f"port={port}",
                              "max_batch_size=8", "batch_timeout=0.05", "max_body_mb=1", "log_level=info",
                              f"hydra.run.dir={tmp / 'run'}"],
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"}, preexec_fn=sigint_as_in_a_terminal)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
