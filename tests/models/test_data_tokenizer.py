@@ -26,6 +26,21 @@ def test_train_twice_on_the_same_texts_reuses_the_cached_model(tmp_path, monkeyp
     assert len(list((tmp_path / "tokenizers").iterdir())) == 1
 
 
+def test_word_model_type_keeps_every_training_word_whole_and_a_bad_type_names_the_key(tmp_path):
+    texts = [r["text"] for r in SyntheticCorpus(SyntheticSpec(min_words=40, max_words=120)).split("train", 20)]
+    words = {w for text in texts for w in text.split()}
+    word_tok = resolve_tokenizer("train", texts, vocab_size=2000, cache_dir=tmp_path, model_type="word")
+    assert all(len(word_tok.tokenize(w)) == 1 for w in words)
+    def pieces_inside_words(tok):
+        return [p for p in tok.get_vocab() if not p.startswith(("\u2581", "<", "["))]
+    assert pieces_inside_words(word_tok) == []
+    unigram = resolve_tokenizer("train", texts, vocab_size=2000, cache_dir=tmp_path)
+    assert pieces_inside_words(unigram)  # the default model type has pieces inside words: the key changes something
+    assert len(list((tmp_path / "tokenizers").iterdir())) == 2  # cached apart
+    with pytest.raises(UserError, match="model.tokenizer_model_type"):
+        resolve_tokenizer("train", texts, vocab_size=300, cache_dir=tmp_path, model_type="words")
+
+
 def test_saved_tokenizer_folder_loads_the_same_tokenizer(tmp_path, tiny_tokenizer):
     tiny_tokenizer.save_pretrained(tmp_path / "tok")
     loaded = resolve_tokenizer(str(tmp_path / "tok"), cache_dir=tmp_path)

@@ -83,6 +83,7 @@ def classifier_for_data(model: Mapping[str, Any], attention: Mapping[str, Any], 
     ``InputSpec`` the checkpoint stores for predict; ``reader``: the ``reader.*`` keys)."""
     tokenizer = resolve_tokenizer(str(model["tokenizer"]), train_texts=datamodule.train_texts, cache_dir=cache_dir,
                                   vocab_size=int(model.get("tokenizer_vocab_size") or 8000),
+                                  model_type=str(model.get("tokenizer_model_type") or "unigram"),
                                   trust_remote_code=bool(model.get("trust_remote_code", False)))
     model = datamodule.task.resolve_weights(model, datamodule.train_labels, datamodule.label2id)
     backend = backend_class(attention["name"])

@@ -1,6 +1,7 @@
 """Resolve ``model.tokenizer``: a hub name or folder, a SentencePiece file, or ``train``.
 
-``train`` fits a SentencePiece unigram model on the training texts with the ``sentencepiece``
+``train`` fits a SentencePiece model (``model.tokenizer_model_type``: unigram by default; word for a closed
+vocabulary such as a generated corpus) on the training texts with the ``sentencepiece``
 package and wraps it as a transformers BigBird tokenizer, with BigBird's special tokens
 ([CLS], [SEP], <pad>, [MASK], <unk>) so the encoder sees the same layout as the real vocabulary.
 """
@@ -32,14 +33,22 @@ def _training_sentences(texts: Iterable[str], max_chars: int = 4000) -> Iterator
                 yield sentence[:max_chars]
 
 
-def train_sentencepiece(texts: list[str], vocab_size: int, cache_dir: str | Path) -> Path:
+MODEL_TYPES = ("unigram", "bpe", "word", "char")
+
+
+def train_sentencepiece(texts: list[str], vocab_size: int, cache_dir: str | Path, model_type: str = "unigram") -> Path:
     """Train (or reuse) a SentencePiece model; returns the folder holding ``spiece.model``."""
     import sentencepiece as spm
+
+    if model_type not in MODEL_TYPES:
+        raise UserError(f"model.tokenizer_model_type={model_type!r} is not one of {', '.join(MODEL_TYPES)}; "
+                        "fix model.tokenizer_model_type")
 
     digest = hashlib.sha1()
     for text in texts:
         digest.update(text.encode("utf-8", "surrogatepass"))
-    digest.update(f"vocab={vocab_size}".encode())
+    # the unigram key stays as before, so cached unigram tokenizers are reused
+    digest.update(f"vocab={vocab_size}".encode() + (b"" if model_type == "unigram" else f",{model_type}".encode()))
     folder = Path(cache_dir) / "tokenizers" / f"spm-{digest.hexdigest()[:16]}"
     if (folder / "spiece.model").exists():
         return folder
@@ -50,7 +59,7 @@ def train_sentencepiece(texts: list[str], vocab_size: int, cache_dir: str | Path
                 model_prefix=str(tmp / "spiece"),
                 vocab_size=vocab_size,
                 hard_vocab_limit=False,  # an upper bound: small corpora get fewer pieces
-                model_type="unigram",
+                model_type=model_type,
                 character_coverage=1.0,
                 pad_id=0,
                 eos_id=1,
@@ -95,6 +104,7 @@ def resolve_tokenizer(
     vocab_size: int = 8000,
     cache_dir: str | Path = "data/cache",
     trust_remote_code: bool = False,
+    model_type: str = "unigram",
 ) -> PreTrainedTokenizerBase:
     """``model.tokenizer`` -> a tokenizer; ``train_texts`` (or a function giving them, called only
     for ``train``) are what a SentencePiece model is fitted on."""
@@ -102,7 +112,8 @@ def resolve_tokenizer(
         train_texts = train_texts() if callable(train_texts) else train_texts
         if not train_texts:
             raise UserError("model.tokenizer=train needs training texts, but the training split is empty")
-        tokenizer = BigBirdTokenizer.from_pretrained(str(train_sentencepiece(train_texts, vocab_size, cache_dir)))
+        tokenizer = BigBirdTokenizer.from_pretrained(str(train_sentencepiece(train_texts, vocab_size, cache_dir,
+                                                                                  model_type)))
     else:
         spec = resolve_pretrained(spec)
         path = Path(spec).expanduser()

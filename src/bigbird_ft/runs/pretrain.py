@@ -93,6 +93,7 @@ def pretrain(cfg: DictConfig) -> float:
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     tokenizer = resolve_tokenizer(str(cfg.model.tokenizer), train_texts=train_texts,
                                   vocab_size=int(cfg.model.get("tokenizer_vocab_size", 8000)),
+                                  model_type=str(cfg.model.get("tokenizer_model_type") or "unigram"),
                                   cache_dir=cfg.paths.cache_dir,
                                   trust_remote_code=bool(cfg.model.get("trust_remote_code", False)))
     if tokenizer.mask_token_id is None:
