@@ -29,6 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 GOAL = {"4096": {"exact_match": ">= 0.9"}, "512": {"exact_match": "<= 0.35"}}
 
 
+def goals_met(results: dict) -> dict[str, bool | None]:
+    """Each length's goal read from its row (None: the length has not run)."""
+    met = {"4096": lambda em: em >= 0.9, "512": lambda em: em <= 0.35}
+    return {length: (test(results[length]["exact_match"]) if length in results else None)
+            for length, test in met.items()}
+
+
 def test_split_of(run_dir: Path) -> Path:
     from bigbird_ft.data.sources import SyntheticQaDataModule
 
@@ -94,7 +101,8 @@ def main() -> None:
             "load_average": {"before": load_before, "after": os.getloadavg()},
         }
         print(length, json.dumps(report["results"][str(length)]), flush=True)
-    report.update({"command": command, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "goal": GOAL})
+    report.update({"command": command, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "goal": GOAL,
+                   "goals_met": goals_met(report["results"])})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
