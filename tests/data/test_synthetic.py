@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from bigbird_ft.data.synthetic import SyntheticCorpus, SyntheticSpec, generate
 
 
@@ -56,3 +58,24 @@ def test_evidence_char_span_is_exactly_the_marker_phrase():
         start, end = evidence_char_span(row)
         words = [w.rstrip(".") for w in row["text"][start:end].split()]
         assert len(words) == 4 and set(words) <= set(corpus.markers[row["label"]])
+
+
+def test_qa_answer_span_and_opening_definitions_shape_each_context():
+    from bigbird_ft.data.synthetic_qa import QaCorpus, QaSpec
+
+    short = {"min_words": 90, "max_words": 160, "answer_after": 60}
+    for answer_span in ("object", "record"):
+        for opening in (None, 1, 2):
+            for row in QaCorpus(QaSpec(**short, answer_span=answer_span, opening_definitions=opening)).split("test", 20):
+                words, text, start = row["context"].split(), row["answers"]["text"][0], row["answers"]["answer_start"][0]
+                assert row["context"][start:start + len(text)] == text
+                role = row["question"].split()[3]
+                holder = next(words[i] for i in range(len(words) - 3) if words[i + 3] == role and words[i + 1] == "is")
+                record = words[words.index(holder, 5 * (opening or 4)):][:3]  # the holder's sentence past the opening
+                assert record[1] == "holds"
+                assert text == (" ".join(record) if answer_span == "record" else record[2])
+                assert row["context"].count(" is the ") == (opening or 4)  # only the asked holder with opening=1
+    with pytest.raises(ValueError, match="answer_span"):
+        QaCorpus(QaSpec(**short, answer_span="sentence"))
+    with pytest.raises(ValueError, match="opening_definitions"):
+        QaCorpus(QaSpec(**short, opening_definitions=5))

@@ -9,7 +9,11 @@ the answer sentences does not hold the opening, so it can only guess among the n
 (1 in ``names_per_document``); the whole context answers it. The question and the opening fit in the
 first attention block (``experiment=qa_longrange``: block size 64), which every token attends to.
 
-Rows: ``{"id", "question", "context", "answers": {"text": [object], "answer_start": [character]},
+Two spec keys vary the task for probes (bench/results/qa_longrange_exploration.json): ``answer_span``
+(``object``, the default, or ``record``: the whole holding sentence, which starts on the holder's name)
+and ``opening_definitions`` (define only the asked holder and some others; default all).
+
+Rows: ``{"id", "question", "context", "answers": {"text": [answer], "answer_start": [character]},
 "answer_word"}`` (the answer's word index, which bench/qa_longrange.py reports).
 """
 
@@ -42,6 +46,8 @@ class QaSpec:
     answer_after: int = 1800    # the holding sentences sit past this word (far beyond 512 tokens)
     noise_vocab_size: int = 3000
     zipf_exponent: float = 1.1
+    opening_definitions: int | None = None  # how many holders the opening defines (the asked one always); None: all
+    answer_span: str = "object"  # object: "kelo"; record: "Varn holds kelo" (starts on the holder's name)
     version: int = field(default=1)
 
     def key(self) -> str:
@@ -54,6 +60,10 @@ class QaCorpus:
             raise ValueError("names_per_document must be between 1 and the number of roles (one name per role)")
         if spec.answer_after >= spec.min_words:
             raise ValueError("answer_after must be below min_words")
+        if spec.opening_definitions is not None and not 1 <= spec.opening_definitions <= spec.names_per_document:
+            raise ValueError("opening_definitions must be between 1 and names_per_document (or null: all)")
+        if spec.answer_span not in ("record", "object"):
+            raise ValueError(f"answer_span must be record or object, not {spec.answer_span!r}")
         self.spec = spec
         rng = np.random.default_rng(spec.seed)
         taken: set[str] = set(spec.roles) | {"is", "the", "holds", "what", "does", "hold"}
@@ -70,9 +80,10 @@ class QaCorpus:
         roles = [spec.roles[int(i)] for i in rng.choice(len(spec.roles), size=k, replace=False)]
         objects = [self.objects[int(i)] for i in rng.choice(len(self.objects), size=k, replace=False)]
         asked = int(rng.integers(k))
+        defined = [asked, *(i for i in range(k) if i != asked)][:spec.opening_definitions or k]
         words: list[str] = []
-        for name, role in zip(names, roles, strict=True):
-            words += [name, "is", "the", role, "."]
+        for i in sorted(defined) if spec.opening_definitions else range(k):
+            words += [names[i], "is", "the", roles[i], "."]
         n_words = int(rng.integers(spec.min_words, spec.max_words + 1))
         body = [str(w) for w in rng.choice(self.noise, size=n_words, p=self.noise_probs)]
         slots = sorted(rng.choice(np.arange(spec.answer_after, n_words), size=k, replace=False).tolist(), reverse=True)
@@ -80,14 +91,15 @@ class QaCorpus:
         for slot, holder in zip(slots, holders, strict=True):  # back to front: earlier slots keep their index
             body[slot:slot] = [names[holder], "holds", objects[holder], "."]
         words += body
-        # the asked object's word index: the word after "<name> holds"
-        answer_word = next(i + 2 for i in range(len(words) - 2)
-                           if words[i] == names[asked] and words[i + 1] == "holds")
+        # the asked holding sentence's word index: "<name> holds <object>"
+        holder_word = next(i for i in range(len(words) - 2) if words[i] == names[asked] and words[i + 1] == "holds")
+        answer_word = holder_word if spec.answer_span == "record" else holder_word + 2
+        answer = " ".join(words[answer_word:holder_word + 3])
         start = sum(len(w) + 1 for w in words[:answer_word])
         context = " ".join(words)
-        assert context[start:start + len(objects[asked])] == objects[asked]
+        assert context[start:start + len(answer)] == answer
         return {"question": f"what does the {roles[asked]} hold ?", "context": context,
-                "answers": {"text": [objects[asked]], "answer_start": [start]}, "answer_word": answer_word}
+                "answers": {"text": [answer], "answer_start": [start]}, "answer_word": answer_word}
 
     def split(self, name: str, size: int) -> list[dict]:
         rng = np.random.default_rng([self.spec.seed, {"train": 1, "validation": 2, "test": 3}[name]])
