@@ -102,10 +102,11 @@ def main() -> None:
             "train_wall_s": round(train_s, 1), "test_questions": len(rows), "command": command,
             "load_average": {"before": load_before, "after": os.getloadavg()},
         }
-        report.get("not_run", {}).pop(str(length), None)  # a row that ran is no longer "not run"
         print(length, json.dumps(report["results"][str(length)]), flush=True)
-    if not report.get("not_run", True):
-        del report["not_run"]
+    # a length that has a row is no longer "not run"
+    not_run = {length: why for length, why in report.pop("not_run", {}).items() if length not in report["results"]}
+    if not_run:
+        report["not_run"] = not_run
     report.update({"command": command, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "goal": GOAL,
                    "goals_met": goals_met(report["results"])})
     args.out.parent.mkdir(parents=True, exist_ok=True)

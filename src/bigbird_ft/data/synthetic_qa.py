@@ -82,7 +82,7 @@ class QaCorpus:
         asked = int(rng.integers(k))
         defined = [asked, *(i for i in range(k) if i != asked)][:spec.opening_definitions or k]
         words: list[str] = []
-        for i in sorted(defined) if spec.opening_definitions else range(k):
+        for i in sorted(defined):
             words += [names[i], "is", "the", roles[i], "."]
         n_words = int(rng.integers(spec.min_words, spec.max_words + 1))
         body = [str(w) for w in rng.choice(self.noise, size=n_words, p=self.noise_probs)]
