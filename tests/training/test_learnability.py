@@ -13,7 +13,9 @@ import pytest
 
 from tests.conftest import LEARNABILITY_CORPUS, run_script, tiny_overrides
 
-CORPUS = {**LEARNABILITY_CORPUS, "export": "false"}
+# 2 epochs, not the corpus's 3: the 1,024-token run reads val acc 1.0 after its first epoch (CI, 2026-12-07),
+# and the 128-token run only has to stay near the guess
+CORPUS = {**LEARNABILITY_CORPUS, "export": "false", "trainer.max_epochs": 2}
 # tiny_overrides shrinks the model to hidden 32: keep the default model instead, only the corpus is smaller
 MODEL_KEYS = ("model.", "data.batch_size", "data.eval_batch_size")
 
