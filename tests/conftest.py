@@ -168,28 +168,27 @@ def make_classifier(tiny_tokenizer):
     return factory
 
 
-#: the slowest tests of a full `make test` (CI's --durations=15, 2026-12-06), longest first. xdist's
+#: the slowest tests of a full `make test` (CI's --durations=15, 2026-12-07), longest first. xdist's
 #: workers take the collection's tail last, and the tail was tests/training's long trainings, so one
 #: worker sat idle while the other finished a 4-minute test: starting the longest slow tests first
 #: leaves short ones to balance the end (longest-processing-time-first scheduling).
-LONGEST_FIRST = (
-    "test_default_recipe_reads_the_evidence_and_truncation_guesses",
-    "test_chunked_predict_on_every_pep",
-    "test_quality_bench_rows_have_seeds_and_error_bars",
+LONGEST_FIRST = {name: rank for rank, name in enumerate((
     "test_chunk_labels_documents_whose_evidence_truncation_cuts",
-    "test_gpu_bench_dry_run_fills_every_part",
+    "test_default_recipe_reads_the_evidence_and_truncation_guesses",
     "test_multirun_over_every_offline_experiment",
+    "test_quality_bench_rows_have_seeds_and_error_bars",
+    "test_gpu_bench_dry_run_fills_every_part",
     "test_calibration_estimate_and_evidence_benches_write_their_json",
+    "test_chunked_predict_on_every_pep",
     "test_default_run_bench_reports_seeds_truncation_and_heads",
-)
+))}
 
 
 def pytest_collection_modifyitems(config, items):
     """Fast tests first, slow ones after: a broken build fails in minutes, not after the slow half; among
     the slow ones the longest start first (LONGEST_FIRST)."""
     def order(item) -> tuple[bool, int]:
-        name = item.name.split("[")[0]
-        rank = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        rank = LONGEST_FIRST.get(item.name.split("[")[0], len(LONGEST_FIRST))
         return item.get_closest_marker("slow") is not None, rank
 
     items.sort(key=order)
