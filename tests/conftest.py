@@ -10,7 +10,24 @@ from pathlib import Path
 
 import pytest
 
-import bigbird_ft  # noqa: F401  (registers the configs' resolvers for tests that compose configs)
+
+def _share_cores_between_workers() -> None:
+    """Give each pytest-xdist worker (and the train/predict subprocesses it starts) its share of the cores.
+
+    torch's OpenMP pool sizes itself to every core, so two workers each training a model ask for twice the
+    cores there are, and their spinning threads slow both: two copies of bench/long_docs.py's test run side by
+    side took 175 s each with the default pool, 61 s each with one thread each (docs/development.md).
+    Set here, before torch is imported, so the worker's own torch and every child process inherit it; an
+    OMP_NUM_THREADS the user set wins.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
+
+_share_cores_between_workers()
+
+import bigbird_ft  # noqa: E402, F401  (registers the configs' resolvers for tests that compose configs)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
