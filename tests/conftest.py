@@ -190,12 +190,12 @@ def make_classifier(tiny_tokenizer):
 #: worker sat idle while the other finished a 4-minute test: starting the longest slow tests first
 #: leaves short ones to balance the end (longest-processing-time-first scheduling).
 LONGEST_FIRST = {name: rank for rank, name in enumerate((
-    "test_chunk_labels_documents_whose_evidence_truncation_cuts",
-    "test_default_recipe_reads_the_evidence_and_truncation_guesses",
     "test_multirun_over_every_offline_experiment",
-    "test_quality_bench_rows_have_seeds_and_error_bars",
     "test_gpu_bench_dry_run_fills_every_part",
     "test_calibration_estimate_and_evidence_benches_write_their_json",
+    "test_quality_bench_rows_have_seeds_and_error_bars",
+    "test_chunk_labels_documents_whose_evidence_truncation_cuts",
+    "test_default_recipe_reads_the_evidence_and_truncation_guesses",
     "test_chunked_predict_on_every_pep",
     "test_default_run_bench_reports_seeds_truncation_and_heads",
 ))}
