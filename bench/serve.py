@@ -1,7 +1,7 @@
 """Served throughput and latency, side by side with predict's loop over the same documents.
 
     PYTHONPATH=src python bench/serve.py [--rows default minilm_512 minilm_4096] [--docs 64]
-        [--requests 96] [--long-requests 1000] [--max-seconds 300] [--out bench/results/serve.json]
+        [--requests 96] [--long-requests 1000] [--max-seconds 300] [--workers N] [--out bench/results/serve.json]
 
 Rows (each a checkpoint trained for two batches here: serving speed does not depend on the weights):
 - ``default``: ``python train.py``'s model (bigbird_tiny, block-sparse, 1,024 tokens);
@@ -17,6 +17,9 @@ median ~540 tokens). Per row, in one run on this machine:
   requests/s, p50/p95 latency, failures; ``--requests`` requests per level (``--max-seconds`` caps each).
   Then ``--long-requests`` requests with 32 clients (rows with ``long`` in ``--long-rows``): failures,
   and the server's memory (RSS summed over its processes) before and after.
+- ``--workers N`` (instead of the above; written to another ``--out``): the served levels with 1 worker, with N
+  workers that share the cores (serve.py gives each cores // N torch threads) and with N workers that each
+  keep torch's full pool (``OMP_NUM_THREADS`` = cores, what serve.py did before the share).
 The client threads run on the same 2 cores as the server; the ratio serve/predict is the figure to read.
 """
 
@@ -146,13 +149,15 @@ def load(url: str, texts: list[str], clients: int, requests: int, max_seconds: f
             "p95_ms": round(1000 * latencies[max(0, int(0.95 * len(latencies)) - 1)], 1)}
 
 
-def serve_row(run_dir: Path, texts: list[str], args: argparse.Namespace, long: bool, work: Path) -> dict[str, Any]:
+def serve_row(run_dir: Path, texts: list[str], args: argparse.Namespace, long: bool, work: Path,
+              workers: int = 1, env: dict[str, str] | None = None) -> dict[str, Any]:
     port = free_port()
     log = (work / "serve.log").open("w")
     proc = subprocess.Popen([PYTHON, str(ROOT / "serve.py"), f"run_dir={run_dir}", f"port={port}", "accelerator=cpu",
-                             "max_batch_size=8", "batch_timeout=0.01", f"hydra.run.dir={work / 'serve'}"],
+                             "max_batch_size=8", "batch_timeout=0.01", f"workers={workers}",
+                             f"hydra.run.dir={work / 'serve'}"],
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                            env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
     url, started = f"http://127.0.0.1:{port}", time.monotonic()
     try:
         while True:
@@ -185,6 +190,21 @@ def serve_row(run_dir: Path, texts: list[str], args: argparse.Namespace, long: b
         log.close()
 
 
+def compare_workers(run_dir: Path, texts: list[str], args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """One worker, then ``--workers`` N sharing the cores, then N each with torch's full pool, side by side."""
+    cores = os.cpu_count() or 1
+    setups = {"1_worker": (1, {}), f"{args.workers}_workers_shared_threads": (args.workers, {}),
+              f"{args.workers}_workers_full_pools": (args.workers, {"OMP_NUM_THREADS": str(cores)})}
+    served = {name: serve_row(run_dir, texts, args, False, work, workers, env)["levels"]
+              for name, (workers, env) in setups.items()}
+    at8 = {name: next(level for level in levels if level["clients"] == 8)["requests_per_s"]
+           for name, levels in served.items()}
+    names = list(setups)
+    return {"cores": cores, "serve": served,
+            "shared_over_full_pools_at_8_clients": round(at8[names[1]] / at8[names[2]], 3),
+            "shared_over_1_worker_at_8_clients": round(at8[names[1]] / at8[names[0]], 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
@@ -194,6 +214,9 @@ def main() -> None:
     parser.add_argument("--long-rows", nargs="*", default=["default", "minilm_512"])
     parser.add_argument("--long-requests", type=int, default=1000)
     parser.add_argument("--long-max-seconds", type=float, default=900)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="instead: serve each row with 1 worker, then N workers sharing the cores (serve.py's "
+                             "default), then N workers each with a full thread pool (OMP_NUM_THREADS=cores)")
     parser.add_argument("--merge", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve.json")
     args = parser.parse_args()
@@ -207,6 +230,13 @@ def main() -> None:
             work = Path(tmp)
             load_before = os.getloadavg()[0]
             run_dir = train_row(row, work, train_texts, train_labels)
+            if args.workers:
+                results[row] = {"command": command, "overrides": ROWS[row], "documents": len(texts),
+                                **compare_workers(run_dir, texts, args, work),
+                                "load_average_1min": {"before": round(load_before, 2),
+                                                      "after": round(os.getloadavg()[0], 2)}}
+                print(json.dumps({row: results[row]}, indent=1), flush=True)
+                continue
             predict = predict_rate(run_dir, texts, work)
             served = serve_row(run_dir, texts, args, row in args.long_rows, work)
             at8 = next(level for level in served["levels"] if level["clients"] == 8)

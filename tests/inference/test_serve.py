@@ -94,6 +94,36 @@ def test_a_failing_document_does_not_take_its_batch_down(trained_run):
     assert alone == answers[0]
 
 
+@pytest.mark.parametrize(("on_cpu", "workers", "environ", "threads"), [
+    (True, 1, {}, None),                          # one worker keeps torch's default pool
+    (True, 2, {}, 4),                             # 8 cores shared by 2 workers
+    (True, 3, {}, 2),
+    (True, 16, {}, 1),                            # never fewer than one thread
+    (False, 2, {}, None),                         # a GPU worker's CPU pool is left alone
+    (True, 2, {"OMP_NUM_THREADS": "8"}, None),    # the user's setting wins
+])
+def test_cpu_workers_share_the_cores(on_cpu, workers, environ, threads):
+    from bigbird_ft.inference.serve import worker_threads
+
+    assert worker_threads(on_cpu, workers, cores=8, environ=environ) == threads
+
+
+def test_a_worker_takes_its_share_of_threads(trained_run):
+    import torch
+
+    from bigbird_ft.inference.serve import ClassifierAPI, ServeSettings
+    from bigbird_ft.models.checkpoints import find_checkpoint
+
+    before = torch.get_num_threads()
+    api = ClassifierAPI(ServeSettings(str(find_checkpoint(str(trained_run), None)), threads=1))
+    try:
+        torch.set_num_threads(2)
+        api.setup("cpu")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 # ------------------------------------------------------------------------------------- a real server
 def free_port() -> int:
     with socket.socket() as probe:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,7 +229,20 @@ class ServeSettings:
     chunk_aggregation: str = "mean"
     evidence_window: int = 16
     evidence_method: str = "auto"
+    threads: int | None = None  # torch CPU threads per worker; None: torch's default
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def worker_threads(on_cpu: bool, workers: int, cores: int | None = None,
+                   environ: dict[str, str] | None = None) -> int | None:
+    """Each CPU worker's share of the cores. LitServe starts ``workers`` processes, each with torch's
+    default pool of one thread per core, so N workers would put N x cores threads on the cores and
+    fight over them; an even share keeps them apart. None (torch's default): one worker, a GPU, or
+    ``OMP_NUM_THREADS`` set by the user, which wins."""
+    environ = os.environ if environ is None else environ
+    if not on_cpu or workers <= 1 or environ.get("OMP_NUM_THREADS"):
+        return None
+    return max(1, (cores or os.cpu_count() or 1) // workers)
 
 
 def build_predictor(module: Any, settings: ServeSettings) -> Any:
@@ -269,6 +283,10 @@ class ClassifierAPI(litserve.LitAPI):
         from ..models.factory import load_classifier
         from .evidence import resolve_method
 
+        if self.settings.threads:
+            import torch
+
+            torch.set_num_threads(self.settings.threads)
         module = load_classifier(Path(self.settings.checkpoint))
         module.to(device)
         self.module = module
@@ -376,6 +394,8 @@ def check_options(cfg: DictConfig) -> None:
 
 def serve(cfg: DictConfig) -> None:
     """Check the keys and the checkpoint here (one line each), then hand the server to LitServe."""
+    import torch
+
     from ..models.checkpoints import find_checkpoint
     from ..models.factory import load_classifier
     from .evidence import check_evidence_options
@@ -385,9 +405,12 @@ def serve(cfg: DictConfig) -> None:
     check_options(cfg)
     check_evidence_options(1, None, cfg.get("evidence_window", 16), cfg.get("evidence_method", "auto"))
     checkpoint = find_checkpoint(cfg.get("run_dir"), cfg.get("ckpt_path"))
-    settings = ServeSettings(str(checkpoint), cfg.get("max_length"), cfg.get("batch_size"), cfg.long_docs,
-                             cfg.get("chunk_stride"), cfg.chunk_aggregation, cfg.evidence_window, cfg.evidence_method)
     accelerator = {"gpu": "cuda"}.get(cfg.accelerator, cfg.accelerator)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()
+                                      and not torch.backends.mps.is_available())
+    settings = ServeSettings(str(checkpoint), cfg.get("max_length"), cfg.get("batch_size"), cfg.long_docs,
+                             cfg.get("chunk_stride"), cfg.chunk_aggregation, cfg.evidence_window, cfg.evidence_method,
+                             worker_threads(on_cpu, int(cfg.workers)))
     # the checkpoint loaded once here: a bad one, a reader/long_docs clash or a model without evidence
     # ends with one line before any worker starts; the workers load their own copy
     module = load_classifier(checkpoint)
