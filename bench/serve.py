@@ -193,16 +193,15 @@ def serve_row(run_dir: Path, texts: list[str], args: argparse.Namespace, long: b
 def compare_workers(run_dir: Path, texts: list[str], args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """One worker, then ``--workers`` N sharing the cores, then N each with torch's full pool, side by side."""
     cores = os.cpu_count() or 1
-    setups = {"1_worker": (1, {}), f"{args.workers}_workers_shared_threads": (args.workers, {}),
-              f"{args.workers}_workers_full_pools": (args.workers, {"OMP_NUM_THREADS": str(cores)})}
+    one, shared, full = "1_worker", f"{args.workers}_workers_shared_threads", f"{args.workers}_workers_full_pools"
+    setups = {one: (1, {}), shared: (args.workers, {}), full: (args.workers, {"OMP_NUM_THREADS": str(cores)})}
     served = {name: serve_row(run_dir, texts, args, False, work, workers, env)["levels"]
               for name, (workers, env) in setups.items()}
     at8 = {name: next(level for level in levels if level["clients"] == 8)["requests_per_s"]
            for name, levels in served.items()}
-    names = list(setups)
     return {"cores": cores, "serve": served,
-            "shared_over_full_pools_at_8_clients": round(at8[names[1]] / at8[names[2]], 3),
-            "shared_over_1_worker_at_8_clients": round(at8[names[1]] / at8[names[0]], 3)}
+            "shared_over_full_pools_at_8_clients": round(at8[shared] / at8[full], 3),
+            "shared_over_1_worker_at_8_clients": round(at8[shared] / at8[one], 3)}
 
 
 def main() -> None:

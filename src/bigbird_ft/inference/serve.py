@@ -233,6 +233,13 @@ class ServeSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def serves_on_cpu(accelerator: str) -> bool:
+    """``accelerator=cpu``, or ``auto`` on a machine without CUDA."""
+    import torch
+
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
 def worker_threads(on_cpu: bool, workers: int, cores: int | None = None,
                    environ: dict[str, str] | None = None) -> int | None:
     """Each CPU worker's share of the cores. LitServe starts ``workers`` processes, each with torch's
@@ -257,16 +264,13 @@ def build_predictor(module: Any, settings: ServeSettings) -> Any:
 
 def evidence_refusal(module: Any, method: str, accelerator: str) -> str | None:
     """Why this model cannot give evidence here (one line), or None."""
-    import torch
-
     from .evidence import resolve_method
 
     if module.task.per_token:
         what = "answers questions" if module.task.pair_input else "tags words"
         return f"evidence explains document labels; this model {what}: drop \"evidence\""
     method = resolve_method(module, method)
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if method == "gradient" and on_cpu and not module.backend.supports_cpu_training:
+    if method == "gradient" and serves_on_cpu(accelerator) and not module.backend.supports_cpu_training:
         return (f"evidence needs a backward pass, which attention={module.backend.name} lacks on CPU: "
                 "serve on a GPU (accelerator=gpu) or drop \"evidence\"")
     return None
@@ -394,8 +398,6 @@ def check_options(cfg: DictConfig) -> None:
 
 def serve(cfg: DictConfig) -> None:
     """Check the keys and the checkpoint here (one line each), then hand the server to LitServe."""
-    import torch
-
     from ..models.checkpoints import find_checkpoint
     from ..models.factory import load_classifier
     from .evidence import check_evidence_options
@@ -406,11 +408,9 @@ def serve(cfg: DictConfig) -> None:
     check_evidence_options(1, None, cfg.get("evidence_window", 16), cfg.get("evidence_method", "auto"))
     checkpoint = find_checkpoint(cfg.get("run_dir"), cfg.get("ckpt_path"))
     accelerator = {"gpu": "cuda"}.get(cfg.accelerator, cfg.accelerator)
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()
-                                      and not torch.backends.mps.is_available())
     settings = ServeSettings(str(checkpoint), cfg.get("max_length"), cfg.get("batch_size"), cfg.long_docs,
                              cfg.get("chunk_stride"), cfg.chunk_aggregation, cfg.evidence_window, cfg.evidence_method,
-                             worker_threads(on_cpu, int(cfg.workers)))
+                             worker_threads(serves_on_cpu(accelerator), int(cfg.workers)))
     # the checkpoint loaded once here: a bad one, a reader/long_docs clash or a model without evidence
     # ends with one line before any worker starts; the workers load their own copy
     module = load_classifier(checkpoint)
