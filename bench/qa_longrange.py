@@ -1,12 +1,13 @@
-"""Long-range question answering: the answer sits past word 1,800 and only the context's opening says
-which of four candidates is asked for; 4,096 tokens vs 512-token windows.
+"""Long-range question answering: the answer is the last of four statements of the asked holder, the only
+one past word 1,800, each in its own 512-token window; 4,096 tokens vs 512-token windows.
 
     PYTHONPATH=src python bench/qa_longrange.py [--lengths 4096 512] [--merge] [--out FILE] [-- TRAIN_OVERRIDES...]
 
 For each length, trains ``experiment=qa_longrange`` at ``data.max_length=<length>`` (longer contexts are
 cut into windows sharing ``data.chunk_stride`` tokens, every token scored), answers the generated test
 split with ``predict.py`` and scores the answers with SQuAD's exact match and token F1 (fractions). At
-512 tokens a window that holds the answer never holds the opening that picks it. Also reports where the
+512 tokens a window holds one statement and cannot tell whether a later one follows (its positions start
+anew), so it can only guess among the four (``data.spec.task=latest``). Also reports where the
 answers sit, in tokens of the run's tokenizer. Writes bench/results/qa_longrange.json (``--merge``: keeps
 the lengths already there, so each length may run in its own invocation).
 """

@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import pytest
@@ -79,3 +80,26 @@ def test_qa_answer_span_and_opening_definitions_shape_each_context():
         QaCorpus(QaSpec(**short, answer_span="sentence"))
     with pytest.raises(ValueError, match="opening_definitions"):
         QaCorpus(QaSpec(**short, opening_definitions=5))
+
+
+def test_qa_latest_task_answers_the_last_statement_and_keeps_statements_a_window_apart():
+    from bigbird_ft.data.synthetic_qa import QaCorpus, QaSpec
+
+    short = {"min_words": 140, "max_words": 200, "answer_after": 100, "window_words": 30, "task": "latest"}
+    for answer_span in ("object", "record"):
+        for row in QaCorpus(QaSpec(**short, answer_span=answer_span)).split("test", 30):
+            words, text, start = row["context"].split(), row["answers"]["text"][0], row["answers"]["answer_start"][0]
+            assert row["context"][start:start + len(text)] == text
+            name = row["question"].split()[2]
+            said = [i for i in range(len(words) - 2) if words[i] == name and words[i + 1] == "holds"]
+            assert len(said) == 4 and len({words[i + 2] for i in said}) == 4  # four different objects
+            assert all(b - a >= 30 for a, b in itertools.pairwise(said))  # never two in one window
+            last = said[-1]
+            assert last >= 100 and len(words) - last >= 30  # past answer_after, and not in the final window
+            assert said[-2] < 100  # the earlier statements before answer_after
+            assert text == (" ".join(words[last:last + 3]) if answer_span == "record" else words[last + 2])
+            assert row["answer_word"] == (last if answer_span == "record" else last + 2)
+    with pytest.raises(ValueError, match="task"):
+        QaCorpus(QaSpec(**short | {"task": "first"}))
+    with pytest.raises(ValueError, match="window_words"):
+        QaCorpus(QaSpec(**short | {"window_words": 40}))  # three earlier statements 40 apart do not fit before 100

@@ -169,6 +169,7 @@ def qa_overrides(tmp: Path, **extra: object) -> list[str]:
         values.pop(key)
     values.update({"data.spec.num_train": 32, "data.spec.num_validation": 8, "data.spec.num_test": 8,
                    "data.spec.min_words": 90, "data.spec.max_words": 160, "data.spec.answer_after": 60,
+                   "data.spec.window_words": 15,
                    "data.max_length": 128, "data.chunk_stride": 32, "model.block_size": 16})
     values.update({k: str(v) for k, v in extra.items()})
     return ["experiment=qa_longrange", *(f"{k}={v}" for k, v in values.items())]

@@ -48,6 +48,9 @@ class QaSpec:
     zipf_exponent: float = 1.1
     opening_definitions: int | None = None  # how many holders the opening defines (the asked one always); None: all
     answer_span: str = "object"  # object: "kelo"; record: "Varn holds kelo" (starts on the holder's name)
+    task: str = "roles"         # roles: the opening says who is asked; latest: the asked holder's last statement
+    mentions: int = 4           # latest: how often the asked holder's holding is stated
+    window_words: int = 450     # latest: more words than a 512-token window holds (statements this far apart)
     version: int = field(default=1)
 
     def key(self) -> str:
@@ -64,9 +67,15 @@ class QaCorpus:
             raise ValueError("opening_definitions must be between 1 and names_per_document (or null: all)")
         if spec.answer_span not in ("record", "object"):
             raise ValueError(f"answer_span must be record or object, not {spec.answer_span!r}")
+        if spec.task not in ("roles", "latest"):
+            raise ValueError(f"task must be roles or latest, not {spec.task!r}")
+        if spec.task == "latest" and (spec.answer_after < (spec.mentions - 1) * spec.window_words
+                                      or spec.min_words < spec.answer_after + spec.window_words):
+            raise ValueError("task=latest needs answer_after >= (mentions - 1) * window_words and "
+                             "min_words >= answer_after + window_words")
         self.spec = spec
         rng = np.random.default_rng(spec.seed)
-        taken: set[str] = set(spec.roles) | {"is", "the", "holds", "what", "does", "hold"}
+        taken: set[str] = set(spec.roles) | {"is", "the", "holds", "what", "does", "hold", "at", "end"}
         self.noise = np.array(_pseudo_words(rng, spec.noise_vocab_size, taken))
         weights = np.arange(1, spec.noise_vocab_size + 1, dtype=np.float64) ** (-spec.zipf_exponent)
         self.noise_probs = weights / weights.sum()
@@ -74,6 +83,9 @@ class QaCorpus:
         self.objects = _pseudo_words(rng, spec.object_pool, taken)
 
     def example(self, rng: np.random.Generator) -> dict:
+        return self._latest(rng) if self.spec.task == "latest" else self._roles(rng)
+
+    def _roles(self, rng: np.random.Generator) -> dict:
         spec = self.spec
         k = spec.names_per_document
         names = [self.names[int(i)] for i in rng.choice(len(self.names), size=k, replace=False)]
@@ -93,12 +105,38 @@ class QaCorpus:
         words += body
         # the asked holding sentence's word index: "<name> holds <object>"
         holder_word = next(i for i in range(len(words) - 2) if words[i] == names[asked] and words[i + 1] == "holds")
-        answer_word = holder_word if spec.answer_span == "record" else holder_word + 2
+        return self._row(f"what does the {roles[asked]} hold ?", words, holder_word)
+
+    def _latest(self, rng: np.random.Generator) -> dict:
+        """The asked holder's holding is stated ``mentions`` times, each statement in its own 512-token window;
+        the last one, past ``answer_after`` and a window from the end, is the answer. A window sees one
+        statement and cannot tell whether a later one follows; the whole context can."""
+        spec = self.spec
+        k, m, gap = spec.names_per_document, spec.mentions, spec.window_words
+        names = [self.names[int(i)] for i in rng.choice(len(self.names), size=k, replace=False)]
+        objects = [self.objects[int(i)] for i in rng.choice(len(self.objects), size=k + m - 1, replace=False)]
+        n_words = int(rng.integers(spec.min_words, spec.max_words + 1))
+        body = [str(w) for w in rng.choice(self.noise, size=n_words, p=self.noise_probs)]
+        last = int(rng.integers(spec.answer_after, n_words - gap + 1))
+        # m - 1 earlier statements before answer_after, pairwise and from the last at least `gap` words apart
+        earlier = np.sort(rng.integers(0, spec.answer_after - (m - 1) * gap + 1, size=m - 1)) + gap * np.arange(m - 1)
+        statements = [(int(slot), names[0], objects[k - 1 + i]) for i, slot in enumerate([*earlier, last])]
+        statements[-1] = (last, names[0], objects[0])
+        # the other holders: one statement each, anywhere
+        statements += [(int(rng.integers(0, n_words)), names[i], objects[i]) for i in range(1, k)]
+        for slot, name, thing in sorted(statements, key=lambda s: s[0], reverse=True):
+            body[slot:slot] = [name, "holds", thing, "."]  # back to front: earlier slots keep their index
+        holder_word = max(i for i in range(len(body) - 2) if body[i] == names[0] and body[i + 1] == "holds")
+        return self._row(f"what does {names[0]} hold at the end ?", body, holder_word)
+
+    def _row(self, question: str, words: list[str], holder_word: int) -> dict:
+        """The answer of "<name> holds <object>" at ``holder_word``: the object, or the record from the name."""
+        answer_word = holder_word if self.spec.answer_span == "record" else holder_word + 2
         answer = " ".join(words[answer_word:holder_word + 3])
         start = sum(len(w) + 1 for w in words[:answer_word])
         context = " ".join(words)
         assert context[start:start + len(answer)] == answer
-        return {"question": f"what does the {roles[asked]} hold ?", "context": context,
+        return {"question": question, "context": context,
                 "answers": {"text": [answer], "answer_start": [start]}, "answer_word": answer_word}
 
     def split(self, name: str, size: int) -> list[dict]:
