@@ -50,7 +50,7 @@ class QaSpec:
     answer_span: str = "object"  # object: "kelo"; record: "Varn holds kelo" (starts on the holder's name)
     task: str = "roles"         # roles: the opening says who is asked; latest: the asked holder's last statement
     mentions: int = 4           # latest: how often the asked holder's holding is stated
-    window_words: int = 450     # latest: more words than a 512-token window holds (statements this far apart)
+    window_words: int = 520     # latest: more words than a 512-token window holds (statements this far apart)
     version: int = field(default=1)
 
     def key(self) -> str:
