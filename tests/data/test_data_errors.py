@@ -123,3 +123,10 @@ def test_utf8_check_across_chunk_boundaries(tmp_path):
     for chunk_size in (1, 3, 4, 7, 1 << 20):
         with pytest.raises(UserError, match=f"byte offset {len(data)} \\(line 2\\)"):
             check_utf8(path, "data.train_file", chunk_size=chunk_size)
+
+
+def test_a_generated_task_spec_that_cannot_work_is_one_line(tmp_path):
+    # three earlier statements 520 words apart do not fit before word 100
+    overrides = [o for o in tiny_overrides(tmp_path) if o.split("=", 1)[0] not in ("model", "data.spec.min_words")]
+    result = run_script("train.py", ["experiment=qa_longrange", *overrides, "data.spec.answer_after=100"])
+    assert_one_line_error(result, "data.spec.answer_after", "window_words", tmp_path=tmp_path)

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from bigbird_ft.data.synthetic import SyntheticCorpus, SyntheticSpec, generate
+from bigbird_ft.errors import UserError
 
 
 def test_generation_is_deterministic_and_cached(tmp_path):
@@ -76,9 +77,9 @@ def test_qa_answer_span_and_opening_definitions_shape_each_context():
                 assert record[1] == "holds"
                 assert text == (" ".join(record) if answer_span == "record" else record[2])
                 assert row["context"].count(" is the ") == (opening or 4)  # only the asked holder with opening=1
-    with pytest.raises(ValueError, match="answer_span"):
+    with pytest.raises(UserError, match="answer_span"):
         QaCorpus(QaSpec(**short, answer_span="sentence"))
-    with pytest.raises(ValueError, match="opening_definitions"):
+    with pytest.raises(UserError, match="opening_definitions"):
         QaCorpus(QaSpec(**short, opening_definitions=5))
 
 
@@ -99,7 +100,7 @@ def test_qa_latest_task_answers_the_last_statement_and_keeps_statements_a_window
             assert said[-2] < 100  # the earlier statements before answer_after
             assert text == (" ".join(words[last:last + 3]) if answer_span == "record" else words[last + 2])
             assert row["answer_word"] == (last if answer_span == "record" else last + 2)
-    with pytest.raises(ValueError, match="task"):
+    with pytest.raises(UserError, match="task"):
         QaCorpus(QaSpec(**short | {"task": "first"}))
-    with pytest.raises(ValueError, match="window_words"):
+    with pytest.raises(UserError, match="window_words"):
         QaCorpus(QaSpec(**short | {"window_words": 40}))  # three earlier statements 40 apart do not fit before 100

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
 from .synthetic import _pseudo_words, write_generated
 
 DEFAULT_TYPES = ("river", "city", "person", "ship")
@@ -51,7 +52,8 @@ class NerSpec:
 class NerCorpus:
     def __init__(self, spec: NerSpec) -> None:
         if spec.names_per_document > len(spec.types):
-            raise ValueError("names_per_document must not exceed the number of types (one name per type)")
+            raise UserError("data.spec.names_per_document must not exceed the number of types (one name per type); "
+                            "fix data.spec.names_per_document")
         self.spec = spec
         rng = np.random.default_rng(spec.seed)
         taken: set[str] = set(spec.types) | {"is", "a"}

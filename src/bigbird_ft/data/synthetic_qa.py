@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
 from .synthetic import _pseudo_words, write_generated
 
 DEFAULT_ROLES = ("pilot", "keeper", "judge", "miner", "baker", "scribe")
@@ -60,19 +61,23 @@ class QaSpec:
 class QaCorpus:
     def __init__(self, spec: QaSpec) -> None:
         if not 1 <= spec.names_per_document <= len(spec.roles):
-            raise ValueError("names_per_document must be between 1 and the number of roles (one name per role)")
+            raise UserError("data.spec.names_per_document must be between 1 and the number of roles (one name per role); "
+                            "fix data.spec.names_per_document")
         if spec.answer_after >= spec.min_words:
-            raise ValueError("answer_after must be below min_words")
+            raise UserError("data.spec.answer_after must be below data.spec.min_words; fix one of them")
         if spec.opening_definitions is not None and not 1 <= spec.opening_definitions <= spec.names_per_document:
-            raise ValueError("opening_definitions must be between 1 and names_per_document (or null: all)")
+            raise UserError("data.spec.opening_definitions must be between 1 and names_per_document (or null: all); "
+                            "fix data.spec.opening_definitions")
         if spec.answer_span not in ("record", "object"):
-            raise ValueError(f"answer_span must be record or object, not {spec.answer_span!r}")
+            raise UserError(f"data.spec.answer_span must be record or object, not {spec.answer_span!r}; "
+                            "fix data.spec.answer_span")
         if spec.task not in ("roles", "latest"):
-            raise ValueError(f"task must be roles or latest, not {spec.task!r}")
+            raise UserError(f"data.spec.task must be roles or latest, not {spec.task!r}; fix data.spec.task")
         if spec.task == "latest" and (spec.answer_after < (spec.mentions - 1) * spec.window_words
                                       or spec.min_words < spec.answer_after + spec.window_words):
-            raise ValueError("task=latest needs answer_after >= (mentions - 1) * window_words and "
-                             "min_words >= answer_after + window_words")
+            raise UserError("data.spec.task=latest needs answer_after >= (mentions - 1) * window_words and "
+                            "min_words >= answer_after + window_words; fix data.spec.answer_after, "
+                            "min_words or window_words")
         self.spec = spec
         rng = np.random.default_rng(spec.seed)
         taken: set[str] = set(spec.roles) | {"is", "the", "holds", "what", "does", "hold", "at", "end"}
