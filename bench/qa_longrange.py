@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="extra train.py overrides (after --)")
     args = parser.parse_args()
     command = " ".join(["PYTHONPATH=src python bench/qa_longrange.py", *sys.argv[1:]])
-    report = json.loads(args.out.read_text()) if args.merge and args.out.exists() else {"results": {}}
+    rows_by_length: dict[str, dict] = {}
     for length in args.lengths:
         load_before = os.getloadavg()
         run_dir = args.workdir / f"run-{length}"
@@ -96,14 +96,17 @@ def main() -> None:
         predicted = [json.loads(line) for line in output.read_text().splitlines()]
         assert all(r["context"][p["start"]:p["end"]] == p["answer"] for r, p in zip(rows, predicted, strict=True))
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        report["results"][str(length)] = {
+        rows_by_length[str(length)] = {
             **squad_scores(rows, [p["answer"] for p in predicted]),
             "test/exact_match": metrics.get("test/exact_match"), "test/f1": metrics.get("test/f1"),
             "val/f1": metrics.get("val/f1"), **answer_token_positions(run_dir, rows),
             "train_wall_s": round(train_s, 1), "test_questions": len(rows), "command": command,
             "load_average": {"before": load_before, "after": os.getloadavg()},
         }
-        print(length, json.dumps(report["results"][str(length)]), flush=True)
+        print(length, json.dumps(rows_by_length[str(length)]), flush=True)
+    # read --out only now, so invocations of different lengths running side by side each keep their row
+    report = json.loads(args.out.read_text()) if args.merge and args.out.exists() else {"results": {}}
+    report["results"].update(rows_by_length)
     # a length that has a row is no longer "not run"
     not_run = {length: why for length, why in report.pop("not_run", {}).items() if length not in report["results"]}
     if not_run:
