@@ -428,6 +428,11 @@ class DocumentDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.tokenized[split]
+        if not shuffle:
+            # shortest first, as predict.py reads: a block-sparse encoder's output depends on how far a
+            # sequence is padded (the padded last block takes the global last block's place), so batches of
+            # like lengths keep val/test metrics to what predict.py gives, and pad less
+            ds = ds.sort("length")
         common = {"collate_fn": self.collator(), "num_workers": self.num_workers}
         if shuffle and self.bucket_by_length:
             sampler = LengthBucketBatchSampler(ds["length"], self.batch_size, seed=self.seed)
