@@ -72,3 +72,35 @@ def test_data_modules_instantiate(tmp_path):
 def test_every_yaml_is_valid():
     for path in Path(CONF).rglob("*.yaml"):
         OmegaConf.load(path)
+
+
+def test_last_checkpoint_is_the_latest_state_even_when_the_last_epoch_did_not_improve(tmp_path):
+    import lightning as L
+    import torch
+
+    class Worsening(L.LightningModule):
+        """val/f1 falls every epoch, so only the first epoch is the best one."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val/f1", -float(self.current_epoch))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    cfg = compose_train([f"paths.output_dir={tmp_path}", "monitor=val/f1", "monitor_mode=max"])
+    callbacks = [hydra.utils.instantiate(c) for c in cfg.callbacks.values() if c and "checkpoint" in c._target_.lower()]
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2)
+    trainer = L.Trainer(max_epochs=3, callbacks=callbacks, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu")
+    trainer.fit(Worsening(), loader, loader)
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
+    assert torch.load(folder / "epoch_000.ckpt", weights_only=False)["global_step"] == 2
+    assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == trainer.global_step == 6
