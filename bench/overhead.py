@@ -56,6 +56,7 @@ def compose(args: argparse.Namespace, workdir: Path):
             f"data.batch_size={args.batch_size}", f"paths.output_dir={workdir}",
             f"+trainer.max_steps={args.steps}", "+trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
             "+trainer.enable_checkpointing=false", f"trainer.accelerator={args.device}", "callbacks.model_checkpoint=null",
+            "callbacks.last_checkpoint=null",
             *args.ours_overrides,
         ])
 
