@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from ner_longrange import run  # the long-range benches' one way to run train.py / predict.py
 from omegaconf import OmegaConf
 from qa_longrange import test_split_of
 
@@ -80,10 +81,8 @@ def main() -> None:
 
     started = time.perf_counter()
     ours_file = args.workdir / "predict.jsonl"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT / "src")}
-    subprocess.run([sys.executable, str(ROOT / "predict.py"), f"run_dir={args.run_dir}", f"input={questions}",
-                    f"output={ours_file}", "batch_size=1", f"hydra.run.dir={args.workdir / 'predict'}"],
-                   cwd=ROOT, env=env, check=True, capture_output=True)
+    run("predict.py", [f"run_dir={args.run_dir}", f"input={questions}", f"output={ours_file}", "batch_size=1",
+                       f"hydra.run.dir={args.workdir / 'predict'}"])
     predict_s = time.perf_counter() - started
 
     ensure_side_env(args.side_env)
