@@ -19,10 +19,12 @@ import json
 import operator
 import os
 import platform
+import re
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ner_longrange import run  # the long-range benches' one way to run train.py / predict.py
 from omegaconf import OmegaConf
@@ -70,6 +72,46 @@ def answer_token_positions(run_dir: Path, rows: list[dict]) -> dict[str, float]:
             "answers_past_token_1800": round(sum(p > 1800 for p in positions) / len(positions), 4)}
 
 
+#: a statement of the generated corpus: "<Name> holds <object>" (names are the only capitalised words)
+STATEMENT = re.compile(r"\b([A-Z]\w*) holds ")
+NEAR_BUCKET_WORDS = 100
+
+
+def error_kinds(rows: list[dict], answers: list[dict]) -> dict[str, dict[str, Any]]:
+    """Which statement each wrong answer is, and how the errors depend on the nearest other holder's statement.
+
+    ``by_nearest_other_statement``: test questions bucketed by how many words separate the answer from the
+    closest statement of another holder (``"0"``: under 100 words, ..., ``"5+"``: 500 or more), each bucket
+    ``[questions, wrong answers]``: a model that matches the asked name errs evenly, one that finds the
+    answer by position errs where another statement sits close."""
+    def word_at(context: str, char: int) -> int:
+        return len(context[:char].split())
+
+    def holder_at(statements: list[tuple[str, int, int]], char: int) -> str | None:
+        """The holder whose statement covers ``char`` (record and object answers both sit inside one)."""
+        return next((name for name, start, end in statements if start <= char < end), None)
+
+    kinds = {"right": 0, "another holder's statement": 0, "the asked holder's earlier statement": 0, "other": 0}
+    buckets: dict[str, list[int]] = {}
+    for row, answer in zip(rows, answers, strict=True):
+        context, gold_start = row["context"], row["answers"]["answer_start"][0]
+        statements = [(m.group(1), m.start(), context.find(" .", m.end())) for m in STATEMENT.finditer(context)]
+        asked = holder_at(statements, gold_start)
+        right = answer["answer"] in row["answers"]["text"]
+        holder = holder_at(statements, answer["start"])
+        kinds["right" if right else "other" if holder is None else "the asked holder's earlier statement"
+              if holder == asked else "another holder's statement"] += 1
+        gold_word = word_at(context, gold_start)
+        nearest = min((abs(word_at(context, start) - gold_word) for name, start, _ in statements if name != asked),
+                      default=None)
+        if nearest is not None:
+            bucket = min(nearest // NEAR_BUCKET_WORDS, 5)
+            counts = buckets.setdefault("5+" if bucket == 5 else str(bucket), [0, 0])
+            counts[0] += 1
+            counts[1] += not right
+    return {"kinds": kinds, "by_nearest_other_statement": dict(sorted(buckets.items()))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", nargs="+", type=int, default=[4096, 512])
@@ -100,6 +142,7 @@ def main() -> None:
             **squad_scores(rows, [p["answer"] for p in predicted]),
             "test/exact_match": metrics.get("test/exact_match"), "test/f1": metrics.get("test/f1"),
             "val/f1": metrics.get("val/f1"), **answer_token_positions(run_dir, rows),
+            "test_errors": error_kinds(rows, predicted),
             "train_wall_s": round(train_s, 1), "test_questions": len(rows), "command": command,
             "load_average": {"before": load_before, "after": os.getloadavg()},
         }
