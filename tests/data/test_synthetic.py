@@ -104,3 +104,26 @@ def test_qa_latest_task_answers_the_last_statement_and_keeps_statements_a_window
         QaCorpus(QaSpec(**short | {"task": "first"}))
     with pytest.raises(UserError, match="window_words"):
         QaCorpus(QaSpec(**short | {"window_words": 40}))  # three earlier statements 40 apart do not fit before 100
+
+
+def test_qa_train_near_statement_moves_another_holder_next_to_the_answer_in_training_only():
+    from bigbird_ft.data.synthetic_qa import QaCorpus, QaSpec
+
+    short = {"min_words": 140, "max_words": 200, "answer_after": 100, "window_words": 30, "task": "latest",
+             "answer_span": "record"}
+
+    def nearest_other(row: dict) -> int:
+        """Words between the answer and the closest statement of another holder."""
+        words, answer = row["context"].split(), row["answer_word"]
+        return min(abs(i - answer) for i in range(len(words) - 1)
+                   if words[i + 1] == "holds" and words[i] != words[answer])
+
+    plain, hard = QaCorpus(QaSpec(**short)), QaCorpus(QaSpec(**short, train_near_statement=1.0))
+    for split in ("validation", "test"):  # the evaluated documents do not change
+        assert plain.split(split, 40) == hard.split(split, 40)
+    # every training document now has another holder's statement within window_words / 2 (15 words, plus the
+    # answer's own 4-word sentence when it lands after it); without the key, far fewer do
+    assert all(nearest_other(row) <= 15 + 4 for row in hard.split("train", 100))
+    assert sum(nearest_other(row) <= 15 + 4 for row in plain.split("train", 100)) < 80
+    with pytest.raises(UserError, match="train_near_statement"):
+        QaCorpus(QaSpec(**short, train_near_statement=1.5))

@@ -52,6 +52,10 @@ class QaSpec:
     task: str = "roles"         # roles: the opening says who is asked; latest: the asked holder's last statement
     mentions: int = 4           # latest: how often the asked holder's holding is stated
     window_words: int = 520     # latest: more words than a 512-token window holds (statements this far apart)
+    # latest, training split only: the share of documents in which one other holder's statement sits within
+    # window_words / 2 words of the answer (hard negatives: the name, not the position, must decide);
+    # validation and test keep every other statement anywhere
+    train_near_statement: float = 0.0
     version: int = field(default=1)
 
     def key(self) -> str:
@@ -71,6 +75,9 @@ class QaCorpus:
         if spec.answer_span not in ("record", "object"):
             raise UserError(f"data.spec.answer_span must be record or object, not {spec.answer_span!r}; "
                             "fix data.spec.answer_span")
+        if not 0.0 <= spec.train_near_statement <= 1.0:
+            raise UserError(f"data.spec.train_near_statement is a share of documents in [0, 1], not "
+                            f"{spec.train_near_statement}; fix data.spec.train_near_statement")
         if spec.task not in ("roles", "latest"):
             raise UserError(f"data.spec.task must be roles or latest, not {spec.task!r}; fix data.spec.task")
         if spec.task == "latest" and (spec.answer_after < (spec.mentions - 1) * spec.window_words
@@ -87,8 +94,8 @@ class QaCorpus:
         self.names = [w.capitalize() for w in _pseudo_words(rng, spec.name_pool, taken)]
         self.objects = _pseudo_words(rng, spec.object_pool, taken)
 
-    def example(self, rng: np.random.Generator) -> dict:
-        return self._latest(rng) if self.spec.task == "latest" else self._roles(rng)
+    def example(self, rng: np.random.Generator, train: bool = False) -> dict:
+        return self._latest(rng, train) if self.spec.task == "latest" else self._roles(rng)
 
     def _roles(self, rng: np.random.Generator) -> dict:
         spec = self.spec
@@ -112,7 +119,7 @@ class QaCorpus:
         holder_word = next(i for i in range(len(words) - 2) if words[i] == names[asked] and words[i + 1] == "holds")
         return self._row(f"what does the {roles[asked]} hold ?", words, holder_word)
 
-    def _latest(self, rng: np.random.Generator) -> dict:
+    def _latest(self, rng: np.random.Generator, train: bool = False) -> dict:
         """The asked holder's holding is stated ``mentions`` times, each statement in its own 512-token window;
         the last one, past ``answer_after`` and a window from the end, is the answer. A window sees one
         statement and cannot tell whether a later one follows; the whole context can."""
@@ -131,6 +138,11 @@ class QaCorpus:
         statements.append((last, names[0], objects[0]))
         # the other holders: one statement each, anywhere
         statements += [(int(rng.integers(0, n_words)), names[i], objects[i]) for i in range(1, k)]
+        # drawn after everything else, so that validation and test are the same documents at any rate
+        if train and k > 1 and spec.train_near_statement and rng.random() < spec.train_near_statement:
+            reach = gap // 2
+            statements[m] = (int(rng.integers(max(0, last - reach), min(n_words, last + reach) + 1)),
+                             names[1], objects[1])
         for slot, name, thing in sorted(statements, key=lambda s: s[0], reverse=True):
             body[slot:slot] = [name, "holds", thing, "."]  # back to front: earlier slots keep their index
         holder_word = max(i for i in range(len(body) - 2) if body[i] == names[0] and body[i + 1] == "holds")
@@ -148,7 +160,7 @@ class QaCorpus:
 
     def split(self, name: str, size: int) -> list[dict]:
         rng = np.random.default_rng([self.spec.seed, {"train": 1, "validation": 2, "test": 3}[name]])
-        return [{"id": f"{name}-{i:05d}", **self.example(rng)} for i in range(size)]
+        return [{"id": f"{name}-{i:05d}", **self.example(rng, train=name == "train")} for i in range(size)]
 
 
 def generate_qa(spec: QaSpec, out_dir: str | Path) -> dict[str, Path]:
