@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -432,7 +433,10 @@ class DocumentDataModule(L.LightningDataModule):
             # shortest first, as predict.py reads: a block-sparse encoder's output depends on how far a
             # sequence is padded (the padded last block takes the global last block's place), so batches of
             # like lengths keep val/test metrics to what predict.py gives, and pad less
-            ds = ds.sort("length")
+            with warnings.catch_warnings():
+                # datasets' sort still hands pyarrow (>= 25) the deprecated SortOptions(null_placement=...)
+                warnings.filterwarnings("ignore", message="Specifying null_placement", category=FutureWarning)
+                ds = ds.sort("length")
         common = {"collate_fn": self.collator(), "num_workers": self.num_workers}
         if shuffle and self.bucket_by_length:
             sampler = LengthBucketBatchSampler(ds["length"], self.batch_size, seed=self.seed)
