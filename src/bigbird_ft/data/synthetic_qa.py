@@ -137,12 +137,12 @@ class QaCorpus:
         statements = [(int(slot), names[0], objects[k - 1 + i]) for i, slot in enumerate(earlier)]
         statements.append((last, names[0], objects[0]))
         # the other holders: one statement each, anywhere
-        statements += [(int(rng.integers(0, n_words)), names[i], objects[i]) for i in range(1, k)]
+        others = [int(rng.integers(0, n_words)) for _ in range(1, k)]
         # drawn after everything else, so that validation and test are the same documents at any rate
-        if train and k > 1 and spec.train_near_statement and rng.random() < spec.train_near_statement:
+        if train and others and spec.train_near_statement and rng.random() < spec.train_near_statement:
             reach = gap // 2
-            statements[m] = (int(rng.integers(max(0, last - reach), min(n_words, last + reach) + 1)),
-                             names[1], objects[1])
+            others[0] = int(rng.integers(max(0, last - reach), min(n_words, last + reach) + 1))
+        statements += [(slot, names[i], objects[i]) for i, slot in enumerate(others, start=1)]
         for slot, name, thing in sorted(statements, key=lambda s: s[0], reverse=True):
             body[slot:slot] = [name, "holds", thing, "."]  # back to front: earlier slots keep their index
         holder_word = max(i for i in range(len(body) - 2) if body[i] == names[0] and body[i + 1] == "holds")
