@@ -48,3 +48,7 @@ def test_wrong_answers_are_named_by_their_statement_and_bucketed_by_the_nearest_
     # near: Kel 4 words before the answer -> bucket 0 (wrong); far: Tup 4 words before Mo -> bucket 0 (right);
     # third: Si 300+ words after -> bucket 3 (wrong)
     assert out["by_nearest_other_statement"] == {"0": [2, 1], "3": [1, 1]}
+    # each kind on its own, so that swapping the two wrong kinds cannot balance out
+    assert qa_bench.error_kinds([near], [answered(near, "Kel holds cd")])["kinds"]["another holder's statement"] == 1
+    assert qa_bench.error_kinds([third], [answered(third, "Ra holds op")])["kinds"][
+        "the asked holder's earlier statement"] == 1
