@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -54,10 +55,21 @@ READER_ROWS: dict[str, list[str]] = {
     "hierarchical_2048": ["reader=hierarchical", "attention=sdpa", "data.max_length=2048"],
     "hierarchical_1024": ["reader=hierarchical", "attention=sdpa", "data.max_length=1024"],
     "chunks_1024": ["reader=chunks", "attention=sdpa", "data.max_length=1024"],
+    # segments of 256: the length all-MiniLM-L6-v2 was fine-tuned to embed (its max_seq_length)
+    "hierarchical_4096_w256": ["reader=hierarchical", "attention=sdpa", "data.max_length=4096", "reader.window=256"],
 }
 ROWS = ("tfidf", "frozen", *READER_ROWS)
 FROZEN_CHUNKS = 8
 BOOTSTRAP = 2000
+
+
+def reader_and_length(row: str) -> tuple[str, int]:
+    """A reader row's reader and the tokens it reads: ``head_tail_512`` -> (head_tail, 512); a suffix after
+    the length names a variant (``hierarchical_4096_w256``: segments of 256)."""
+    match = re.fullmatch(r"([a-z_]+?)_(\d+)(_\w+)?", row)
+    if match is None:
+        raise ValueError(f"reader row {row!r} is not <reader>_<length>[_<variant>]")
+    return match.group(1), int(match.group(2))
 
 
 # ----------------------------------------------------------------------- splits
@@ -254,7 +266,7 @@ def main() -> None:
                     runs.append({"seed": seed, **run})
                     print(f"  {dataset} {row} seed {seed}: acc {scores(gold, predictions[seed])['test/acc']:.4f}",
                           flush=True)
-                reader, max_length = row.rsplit("_", 1)[0], int(row.rsplit("_", 1)[1])
+                reader, max_length = reader_and_length(row)
                 train_command = " ".join(["python train.py", f"experiment={dataset}_minilm", *READER_ROWS[row],
                                           "seed=S", "data.drop_test_duplicates=true", *args.overrides])
             dataset_rows[row] = {

@@ -33,6 +33,7 @@ READERS = {
     "sparse_4096": ["reader=sparse", "attention=block_sparse", "data.max_length=4096"],
     "chunks_4096": ["reader=chunks", "attention=sdpa", "data.max_length=4096"],
     "hierarchical_4096": ["reader=hierarchical", "attention=sdpa", "data.max_length=4096"],
+    "hierarchical_4096_w256": ["reader=hierarchical", "attention=sdpa", "data.max_length=4096", "reader.window=256"],
     "truncate_512": ["reader=truncate", "attention=sdpa", "data.max_length=4096"],
 }
 

@@ -61,3 +61,14 @@ def test_the_goals_are_read_from_the_rows(quality):
     results["peps"] = {"tfidf": row(0.84, 0, 1, f1=0.50), "truncate_512": row(0.89, 0, 1, f1=0.74),
                        "hierarchical_4096": row(0.88, 0, 1, f1=0.745)}
     assert quality.goals(results)["peps"]["met"] is True
+
+
+def test_reader_rows_name_their_reader_and_length(quality):
+    assert quality.reader_and_length("head_tail_512") == ("head_tail", 512)
+    assert quality.reader_and_length("hierarchical_4096_w256") == ("hierarchical", 4096)
+    with pytest.raises(ValueError, match="<reader>_<length>"):
+        quality.reader_and_length("hierarchical")
+    # every row's name agrees with what its overrides select
+    for row, overrides in quality.READER_ROWS.items():
+        reader, _ = quality.reader_and_length(row)
+        assert f"reader={reader}" in overrides, row
