@@ -16,7 +16,9 @@ Rows:
 - reader rows (``experiment=<dataset>_minilm`` fine-tuned, one ``train.py`` run per seed, the run's
   reader and length as named): ``sparse_4096``, ``truncate_512``, ``head_tail_512``, ``chunks_4096``,
   ``hierarchical_4096``; shorter long rows for PEPs, whose 3 seeds at 4,096 outgrow a session on 2 cores:
-  ``hierarchical_2048``, ``hierarchical_1024`` (two segments of 512), ``chunks_1024``.
+  ``hierarchical_2048``, ``hierarchical_1024`` (two segments of 512), ``chunks_1024``; variants named after
+  the length: ``hierarchical_4096_w256`` (segments of 256), ``hierarchical_4096_lrdecay`` (layer-wise LR
+  decay 0.9).
 
 The two baselines are deterministic (the same predictions for every seed; listed once per seed so that
 every row has the same schema). Each trained row: test predictions of the best checkpoint through
@@ -57,6 +59,9 @@ READER_ROWS: dict[str, list[str]] = {
     "chunks_1024": ["reader=chunks", "attention=sdpa", "data.max_length=1024"],
     # segments of 256: the length all-MiniLM-L6-v2 was fine-tuned to embed (its max_seq_length)
     "hierarchical_4096_w256": ["reader=hierarchical", "attention=sdpa", "data.max_length=4096", "reader.window=256"],
+    # layer-wise LR decay 0.9: the lower layers of the pretrained encoder move less than the top ones
+    "hierarchical_4096_lrdecay": ["reader=hierarchical", "attention=sdpa", "data.max_length=4096",
+                                  "optim.layerwise_lr_decay=0.9"],
 }
 ROWS = ("tfidf", "frozen", *READER_ROWS)
 FROZEN_CHUNKS = 8
