@@ -17,7 +17,7 @@ Rows:
   reader and length as named): ``sparse_4096``, ``truncate_512``, ``head_tail_512``, ``chunks_4096``,
   ``hierarchical_4096``; shorter long rows for PEPs, whose 3 seeds at 4,096 outgrow a session on 2 cores:
   ``hierarchical_2048``, ``hierarchical_1024`` (two segments of 512), ``chunks_1024``; variants named after
-  the length: ``hierarchical_4096_w256`` (segments of 256), ``hierarchical_4096_lrdecay`` (layer-wise LR
+  the length: ``hierarchical_4096_w256`` and ``_w128`` (segments of 256, 128), ``hierarchical_4096_lrdecay`` (layer-wise LR
   decay 0.9).
 
 The two baselines are deterministic (the same predictions for every seed; listed once per seed so that
@@ -57,8 +57,10 @@ READER_ROWS: dict[str, list[str]] = {
     "hierarchical_2048": ["reader=hierarchical", "attention=sdpa", "data.max_length=2048"],
     "hierarchical_1024": ["reader=hierarchical", "attention=sdpa", "data.max_length=1024"],
     "chunks_1024": ["reader=chunks", "attention=sdpa", "data.max_length=1024"],
-    # segments of 256: the length all-MiniLM-L6-v2 was fine-tuned to embed (its max_seq_length)
+    # segments of 256: what all-MiniLM-L6-v2 embeds at most (its max_seq_length)
     "hierarchical_4096_w256": ["reader=hierarchical", "attention=sdpa", "data.max_length=4096", "reader.window=256"],
+    # segments of 128: the longest sequence of all-MiniLM-L6-v2's sentence-embedding training
+    "hierarchical_4096_w128": ["reader=hierarchical", "attention=sdpa", "data.max_length=4096", "reader.window=128"],
     # layer-wise LR decay 0.9: the lower layers of the pretrained encoder move less than the top ones
     "hierarchical_4096_lrdecay": ["reader=hierarchical", "attention=sdpa", "data.max_length=4096",
                                   "optim.layerwise_lr_decay=0.9"],
